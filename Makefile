@@ -1,0 +1,40 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export PYTHONUNBUFFERED := 1
+
+.PHONY: test demo lint format bench clean setup
+
+setup: $(STAMP)
+
+# torch and torchvision first and pinned to the CPU-capable builds this machine class serves from
+# local disk; everything else from pyproject.toml.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check padnet_dist tests bench cluster
+	$(BIN)/ruff format --check padnet_dist tests bench cluster
+
+format: $(STAMP)
+	$(BIN)/ruff format padnet_dist tests bench cluster
+	$(BIN)/ruff check --fix padnet_dist tests bench cluster
+
+test: lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python -m padnet_dist.demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf runs/demo .cache/demo

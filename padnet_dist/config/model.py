@@ -1,0 +1,82 @@
+"""Model section of the config: which PAD-Net variant to build and how wide it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+VARIANTS = ("frontend", "padnet", "mtdn_mds")
+DISTILLATIONS = ("A", "B", "C")
+TASKS = ("depth", "normals", "semantic", "contour")
+FINAL_TASKS = ("depth", "semantic")
+
+
+def _all_tasks() -> list[str]:
+    return list(TASKS)
+
+
+def _final_tasks() -> list[str]:
+    return list(FINAL_TASKS)
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """The network (paper §3).
+
+    variant:
+      - ``frontend``: baseline, the front end predicts the final tasks directly (Front-end + DE / + SP).
+      - ``padnet``: intermediate predictions -> distillation -> decoders (the paper's model and the
+        MTDN-inp* rows, chosen by ``distill_inputs``).
+      - ``mtdn_mds``: same capacity and intermediate supervision, but distillation is fed task
+        features instead of predictions (Table 6, MTDN-mds).
+    """
+
+    backbone: str = "resnet101"
+    pretrained: str = ""  # "" random init; a path or s3:// URL to a torchvision state dict; or a torchvision weight name
+    output_stride: int = 8
+    aggregation_channels: int = 256  # channels each earlier stage is reduced to before concatenation
+    width: int = 512  # N of §3.3: depth/semantic task features get N channels, normals/contour N/2
+    distill_channels: int = 256  # channels of F^t, the features made from each intermediate prediction
+    num_classes: int = 19
+    variant: str = "padnet"
+    distillation: str = "C"
+    final_tasks: list[str] = field(default_factory=_final_tasks)
+    intermediate_tasks: list[str] = field(default_factory=_all_tasks)  # supervised intermediate predictions
+    distill_inputs: list[str] = field(default_factory=_all_tasks)  # predictions fed to distillation
+
+    def __post_init__(self) -> None:
+        _one_of("model.backbone", self.backbone, BACKBONES)
+        _one_of("model.variant", self.variant, VARIANTS)
+        _one_of("model.distillation", self.distillation, DISTILLATIONS)
+        if self.output_stride not in (8, 16, 32):
+            raise ValueError(f"model.output_stride={self.output_stride}: use 8, 16 or 32")
+        for name in ("width", "distill_channels", "aggregation_channels", "num_classes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1")
+        if self.width % 2:
+            raise ValueError(f"model.width={self.width}: must be even (normals and contours use width/2)")
+        if not self.final_tasks:
+            raise ValueError("model.final_tasks is empty: list at least one of depth, semantic")
+        for t in self.final_tasks:
+            _one_of("model.final_tasks", t, FINAL_TASKS)
+        for t in self.intermediate_tasks:
+            _one_of("model.intermediate_tasks", t, TASKS)
+        for t in self.distill_inputs:
+            _one_of("model.distill_inputs", t, TASKS)
+            if self.variant != "frontend" and t not in self.intermediate_tasks:
+                raise ValueError(
+                    f"model.distill_inputs has '{t}' but model.intermediate_tasks does not: "
+                    f"add '{t}' to model.intermediate_tasks or remove it from model.distill_inputs"
+                )
+        if self.variant == "padnet" and self.distillation in ("B", "C") and self.distill_inputs:
+            missing = [t for t in self.final_tasks if t not in self.distill_inputs]
+            if missing:
+                raise ValueError(
+                    f"model.distillation={self.distillation} refines each final task from its own "
+                    f"intermediate prediction, but model.distill_inputs lacks {missing}: add them"
+                )
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key}='{value}' is not one of {', '.join(allowed)}")
