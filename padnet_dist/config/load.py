@@ -16,22 +16,29 @@ class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message names the key and the fix."""
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Return the validated config from an optional YAML file and ``key=value`` overrides.
+def load_config(
+    paths: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()
+) -> Config:
+    """Return the validated config from YAML file(s), applied in order, and ``key=value`` overrides.
 
     Unknown keys, wrong types and missing values raise ``ConfigError`` naming the full key path.
     """
+    if paths is None:
+        paths = []
+    elif isinstance(paths, (str, Path)):
+        paths = [paths]
     merged = OmegaConf.structured(Config)
+    path: str | Path | None = None
     try:
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
+        for path in paths:
+            if not Path(path).is_file():
                 raise ConfigError(f"config file {path} does not exist: pass a file from configs/, e.g. configs/tiny.yaml")
             merged = OmegaConf.merge(merged, OmegaConf.load(path))
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:
                 raise ConfigError(f"override '{bad[0]}' is not key=value: write e.g. model.distillation=B")
+            path = "command-line overrides"
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
