@@ -1,0 +1,250 @@
+"""The shard sample format: one sample = a few tar members sharing a key (see shards/README.md).
+
+``encode_sample(sample) -> {suffix: bytes}`` and ``decode_sample({suffix: bytes}, key) -> sample`` are exact
+inverses for every member: rgb (PNG) and labels are lossless, depth is float32 bit-exact.
+A decoded sample (docs/contracts.md):
+    key: str; rgb uint8 (H, W, 3); semantic uint8 (H, W) train ids, 255 = ignore;
+    depth float32 (H, W) metres, 0 = invalid; instances int32 (H, W) label_id*1000+k, or None;
+    camera dict (fx, fy, cx, cy in pixels at this resolution, 0-based pixel centres); meta dict.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import struct
+import tarfile
+import zlib
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from padnet_dist.errors import UserError
+
+FORMAT_VERSION = 1
+RGB_FORMATS = {"png": "rgb.png", "jpeg": "rgb.jpg"}
+DEPTH_SUFFIX = "depth.f32z"
+MEMBER_ORDER = ("rgb", "semantic", "depth", "instances", "camera", "meta")  # order of members in a tar
+CAMERA_KEYS = ("fx", "fy", "cx", "cy")
+JPEG_QUALITY = 95
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
+
+# depth.f32z: magic, filter (0 raw bytes, 1 byte-shuffled), height, width, then zlib-compressed float32 LE.
+_DEPTH_MAGIC = b"PDZ1"
+_DEPTH_HEADER = struct.Struct("<4sBII")
+
+
+class CorruptSample(UserError):
+    """A tar member that cannot be decoded; the message names the key and member."""
+
+
+def check_key(key: str) -> str:
+    """Keys name tar members: no dots (WebDataset splits member names at the first dot), no spaces."""
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        raise UserError(
+            f"invalid sample key {key!r}: use letters, digits, '_', '-' (and '/' between parts), no dots or spaces"
+        )
+    return key
+
+
+def member_kind(suffix: str) -> str:
+    """``"rgb.png"`` -> ``"rgb"``."""
+    return suffix.split(".", 1)[0]
+
+
+# -- encoding ------------------------------------------------------------------------------------------------
+def _png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    return buf.getvalue()
+
+
+def encode_depth(depth_m: np.ndarray) -> bytes:
+    """float32 (H, W) -> ``depth.f32z`` bytes. Both filters are tried and the smaller kept: depth from quantised
+    disparity (Cityscapes) compresses best as raw bytes, noisy floats (NYU) best byte-shuffled."""
+    depth_m = np.ascontiguousarray(depth_m, dtype="<f4")
+    height, width = depth_m.shape
+    raw = zlib.compress(depth_m.tobytes(), 6)
+    shuffled = zlib.compress(np.ascontiguousarray(depth_m.view(np.uint8).reshape(-1, 4).T).tobytes(), 6)
+    flt, payload = (0, raw) if len(raw) <= len(shuffled) else (1, shuffled)
+    return _DEPTH_HEADER.pack(_DEPTH_MAGIC, flt, height, width) + payload
+
+
+def decode_depth(data: bytes) -> np.ndarray:
+    """``depth.f32z`` bytes -> float32 (H, W) metres. ValueError when malformed."""
+    if len(data) < _DEPTH_HEADER.size:
+        raise ValueError("too short for a depth header")
+    magic, flt, height, width = _DEPTH_HEADER.unpack_from(data)
+    if magic != _DEPTH_MAGIC or flt not in (0, 1):
+        raise ValueError("not a padnet depth.f32z member")
+    raw = zlib.decompress(data[_DEPTH_HEADER.size :])
+    if len(raw) != 4 * height * width:
+        raise ValueError(f"{len(raw)} bytes do not hold a {height}x{width} float32 map")
+    array = np.frombuffer(raw, dtype="<f4")
+    if flt == 1:
+        array = array.view(np.uint8).reshape(4, -1).T.copy().view("<f4")
+    return array.reshape(height, width).astype(np.float32, copy=False)
+
+
+def _check_array(key: str, name: str, array: Any, dtype: Any, ndim: int) -> np.ndarray:
+    if not isinstance(array, np.ndarray):
+        raise UserError(f"sample {key}: {name} must be a numpy array, got {type(array).__name__}")
+    if array.ndim != ndim or (ndim == 3 and array.shape[2] != 3):
+        want = "(H, W, 3)" if ndim == 3 else "(H, W)"
+        raise UserError(f"sample {key}: {name} has shape {array.shape}, expected {want}")
+    if array.dtype != dtype:
+        raise UserError(f"sample {key}: {name} has dtype {array.dtype}, expected {np.dtype(dtype)}")
+    return array
+
+
+def encode_sample(sample: dict, rgb_format: str = "png") -> dict[str, bytes]:
+    """A sample dict (contract above; ``instances`` may be missing or None) -> ``{member suffix: bytes}``.
+
+    Validates shapes (rgb, semantic, depth, instances agree in (H, W)), dtypes, the instance id range
+    (must fit 16 bits) and the camera keys; a violation is a UserError naming the key.
+    """
+    key = check_key(sample.get("key"))
+    if rgb_format not in RGB_FORMATS:
+        raise UserError(f"rgb_format '{rgb_format}' is not one of {', '.join(RGB_FORMATS)}")
+    missing = [name for name in ("rgb", "semantic", "depth", "camera") if sample.get(name) is None]
+    if missing:
+        raise UserError(f"sample {key}: missing {', '.join(missing)}")
+    rgb = _check_array(key, "rgb", sample["rgb"], np.uint8, 3)
+    semantic = _check_array(key, "semantic", sample["semantic"], np.uint8, 2)
+    depth = _check_array(key, "depth", sample["depth"], np.float32, 2)
+    shapes = {"rgb": rgb.shape[:2], "semantic": semantic.shape, "depth": depth.shape}
+    instances = sample.get("instances")
+    if instances is not None:
+        if not isinstance(instances, np.ndarray) or instances.dtype.kind not in "iu":
+            raise UserError(f"sample {key}: instances must be an integer numpy array")
+        instances = _check_array(key, "instances", instances, instances.dtype, 2)
+        shapes["instances"] = instances.shape
+    if len(set(shapes.values())) != 1:
+        raise UserError(f"sample {key}: sizes disagree ({', '.join(f'{k} {v}' for k, v in shapes.items())})")
+    if not np.isfinite(depth).all() or (depth < 0).any():
+        raise UserError(f"sample {key}: depth must be finite and >= 0 metres (0 = invalid)")
+    camera = dict(sample["camera"])
+    absent = [k for k in CAMERA_KEYS if k not in camera]
+    if absent:
+        raise UserError(f"sample {key}: camera lacks {', '.join(absent)} (pixels at this image's resolution)")
+
+    members = {RGB_FORMATS[rgb_format]: _png(rgb) if rgb_format == "png" else _jpeg(rgb)}
+    members["semantic.png"] = _png(semantic)
+    members[DEPTH_SUFFIX] = encode_depth(depth)
+    if instances is not None:
+        if instances.size and (instances.min() < 0 or instances.max() > 65535):
+            raise UserError(
+                f"sample {key}: instance ids span {instances.min()}..{instances.max()}, outside 0..65535 (16-bit PNG)"
+            )
+        members["instances.png"] = _png(instances.astype(np.uint16))
+    try:
+        members["camera.json"] = json.dumps(camera, sort_keys=True).encode()
+        members["meta.json"] = json.dumps(dict(sample.get("meta") or {}), sort_keys=True).encode()
+    except TypeError as e:
+        raise UserError(f"sample {key}: camera/meta must be JSON-serialisable ({e})") from None
+    return members
+
+
+# -- decoding ------------------------------------------------------------------------------------------------
+def _image(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return np.asarray(img)
+
+
+def _decode_member(suffix: str, data: bytes) -> Any:
+    kind = member_kind(suffix)
+    if kind == "rgb":
+        array = _image(data)
+        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"decoded to {array.dtype} {array.shape}, not uint8 (H, W, 3)")
+        return array
+    if kind == "semantic":
+        array = _image(data)
+        if array.ndim != 2 or array.dtype != np.uint8:
+            raise ValueError(f"decoded to {array.dtype} {array.shape}, not uint8 (H, W)")
+        return array
+    if kind == "depth":
+        return decode_depth(data)
+    if kind == "instances":
+        array = _image(data)
+        if array.ndim != 2:
+            raise ValueError(f"decoded to shape {array.shape}, not (H, W)")
+        return array.astype(np.int32)
+    if kind in ("camera", "meta"):
+        value = json.loads(data)
+        if not isinstance(value, dict):
+            raise ValueError("not a JSON object")
+        return value
+    raise ValueError("unknown member")
+
+
+def decode_sample(members: dict[str, bytes], key: str) -> dict:
+    """``{member suffix: bytes}`` of one key -> a decoded sample (contract above).
+
+    Unknown suffixes are ignored (forward compatibility); a missing required member or one that does not decode
+    raises ``CorruptSample`` naming the key and the member.
+    """
+    by_kind = {member_kind(s): s for s in members}
+    sample: dict[str, Any] = {"key": key, "instances": None, "meta": {}}
+    for kind in MEMBER_ORDER:
+        suffix = by_kind.get(kind)
+        if suffix is None:
+            if kind in ("instances", "meta"):
+                continue
+            raise CorruptSample(f"sample {key}: member '{kind}' is missing (have {', '.join(sorted(members))})")
+        try:
+            sample[kind] = _decode_member(suffix, members[suffix])
+        except Exception as e:
+            raise CorruptSample(f"sample {key}: member '{key}.{suffix}' is corrupt ({type(e).__name__}: {e})") from e
+    size = sample["rgb"].shape[:2]
+    for kind in ("semantic", "depth", "instances"):
+        if sample[kind] is not None and sample[kind].shape != size:
+            raise CorruptSample(f"sample {key}: member '{kind}' is {sample[kind].shape}, rgb is {size}")
+    return sample
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """``"dir/key.rgb.png"`` -> ``("dir/key", "rgb.png")`` (WebDataset's rule: split at the first dot of the
+    last path component)."""
+    head, _, base = name.rpartition("/")
+    stem, dot, suffix = base.partition(".")
+    if not dot:
+        raise CorruptSample(f"tar member '{name}' has no suffix: not a padnet shard member")
+    return (f"{head}/{stem}" if head else stem), suffix
+
+
+def iter_tar_samples(fileobj: BinaryIO, source: str = "shard") -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Stream ``(key, {suffix: bytes})`` from a tar stream, grouping consecutive members by key."""
+    key: str | None = None
+    members: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                member_key, suffix = split_member_name(info.name)
+                if member_key != key and key is not None:
+                    yield key, members
+                    members = {}
+                key = member_key
+                extracted = tar.extractfile(info)
+                members[suffix] = extracted.read() if extracted is not None else b""
+    except tarfile.TarError as e:
+        raise CorruptSample(f"{source} is not a readable tar file ({e}): rewrite it with `padnet-dist shard`") from e
+    if key is not None:
+        yield key, members

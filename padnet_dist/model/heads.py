@@ -1,0 +1,74 @@
+"""Deep multi-task prediction (paper §3.3): one deconvolution + score convolution per intermediate task."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Channels of each task's score map; semantic uses num_classes.
+SCORE_CHANNELS = {"depth": 1, "normals": 3, "contour": 1}
+MAIN_TASKS = ("depth", "semantic")  # N feature channels; the auxiliary tasks get N/2
+
+
+def score_channels(task: str, num_classes: int) -> int:
+    """Channels of ``task``'s prediction: depth 1 (metres), normals 3, semantic ``num_classes`` logits, contour 1 logit."""
+    return num_classes if task == "semantic" else SCORE_CHANNELS[task]
+
+
+def task_feature_channels(task: str, width: int) -> int:
+    """``width`` (N) for depth and semantic, N/2 for normals and contour (§3.3)."""
+    return width if task in MAIN_TASKS else width // 2
+
+
+def deconv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Transposed 4x4 convolution with stride 2: exactly doubles height and width; + BN + ReLU."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class IntermediateHead(nn.Module):
+    """One intermediate task: front-end features -> task features (2x resolution) -> score map at 1/4 input size.
+
+    ``forward(features (B, C_in, h, w), size=(H//4, W//4)) -> (task_features (B, C_task, 2h, 2w),
+    prediction (B, C_score, H//4, W//4))``. Predictions are raw: depth in metres without activation,
+    normals un-normalised, semantic and contour as logits.
+    """
+
+    def __init__(self, in_channels: int, feature_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.features = deconv_bn_relu(in_channels, feature_channels)
+        self.score = nn.Conv2d(feature_channels, out_channels, 3, padding=1)
+        self.feature_channels = feature_channels
+        self.out_channels = out_channels
+
+    def forward(self, features: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        task_features = self.features(features)
+        prediction = self.score(task_features)
+        if prediction.shape[-2:] != tuple(size):
+            prediction = F.interpolate(prediction, size=size, mode="bilinear", align_corners=False)
+        return task_features, prediction
+
+
+class MultiTaskPrediction(nn.Module):
+    """The intermediate heads of ``tasks`` (any of depth, normals, semantic, contour), each independent."""
+
+    def __init__(self, in_channels: int, tasks: list[str], width: int, num_classes: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict(
+            {
+                task: IntermediateHead(
+                    in_channels, task_feature_channels(task, width), score_channels(task, num_classes)
+                )
+                for task in tasks
+            }
+        )
+
+    def forward(
+        self, features: torch.Tensor, size: tuple[int, int], tasks: list[str]
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{task: (task_features, prediction)}`` for the requested ``tasks`` only."""
+        return {task: self.heads[task](features, size) for task in tasks}
