@@ -1,0 +1,167 @@
+"""Training augmentation (paper §4.1): random scale, random crop, horizontal flip; one geometry for all maps.
+
+Per sample, deterministic: the parameters are drawn from an RNG seeded with ``(seed, epoch, position)`` so
+a resumed epoch reproduces them. The transform is a single resampling grid (scale, then crop window,
+then flip) evaluated only over the output crop, so a 1.75x scale of a 1024x2048 image never materialises
+the 1792x3584 intermediate. Pixel centres are at integer coordinates: a pixel ``x`` of the source lands at
+``(x + 0.5) * s - 0.5`` in the scaled image.
+
+rgb is resampled bilinearly, labels and instances with nearest neighbour, depth bilinearly only where all
+four neighbours are valid and with nearest neighbour elsewhere (so invalid zeros never blend into valid
+depth). Outside the source image: rgb 0 after normalisation, semantic ``ignore_index``, depth 0,
+instances -1. Derived targets (normals, contours) are computed afterwards from the transformed maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """One sample's geometry: scale ratio, crop window corner in the scaled image (may be negative = pad)."""
+
+    scale: float
+    top: int
+    left: int
+    flip: bool
+
+
+def sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
+    """The RNG of one sample of one epoch; ``position`` is its global sequence position."""
+    return np.random.default_rng([seed, epoch, position, 0xA06])
+
+
+def draw_params(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    *,
+    scales: Sequence[float],
+    crop_height: int,
+    crop_width: int,
+    flip_prob: float,
+) -> AugmentParams:
+    """Random scale from ``scales``, crop corner uniform over the valid range, flip with ``flip_prob``.
+
+    When the scaled image is smaller than the crop, the corner is negative so the image lands at a random
+    place inside the (padded) crop.
+    """
+    scale = float(scales[int(rng.integers(len(scales)))])
+    scaled_h, scaled_w = scaled_size(height, width, scale)
+    top = int(rng.integers(min(0, scaled_h - crop_height), max(0, scaled_h - crop_height) + 1))
+    left = int(rng.integers(min(0, scaled_w - crop_width), max(0, scaled_w - crop_width) + 1))
+    flip = bool(rng.random() < flip_prob)
+    return AugmentParams(scale=scale, top=top, left=left, flip=flip)
+
+
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _tensor(array: np.ndarray, dtype: Any = None) -> torch.Tensor:
+    """A tensor sharing ``array`` when it is writable (decoded PIL images are not: those are copied)."""
+    array = np.asarray(array, dtype=dtype)
+    if not array.flags.writeable or not array.flags.c_contiguous:
+        array = np.array(array, order="C")
+    return torch.from_numpy(array)
+
+
+def normalise_rgb(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 or 0..255 float (3, H, W) -> ImageNet-normalised float32 (3, H, W)."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1) * 255.0
+    return (rgb.float() - mean) / std
+
+
+def augment_sample(
+    sample: dict[str, Any],
+    params: AugmentParams,
+    *,
+    crop_height: int,
+    crop_width: int,
+    divide_depth_by_scale: bool,
+    ignore_index: int,
+) -> dict[str, Any]:
+    """Apply ``params`` to a decoded sample (see ``data.format.decode_sample``).
+
+    Returns ``rgb`` float32 (3, h, w) normalised, ``semantic`` int64 (h, w), ``depth`` float32 (1, h, w)
+    metres (divided by the scale when ``divide_depth_by_scale``), ``instances`` int64 (h, w) or None,
+    ``camera`` dict (fx, fy, cx, cy) for the output pixels, with ``h, w = crop_height, crop_width``.
+    """
+    height, width = sample["semantic"].shape
+    scaled_h, scaled_w = scaled_size(height, width, params.scale)
+    sy, sx = scaled_h / height, scaled_w / width
+
+    # Output column j of the crop shows scaled column left + j (or its mirror), i.e. source (x' + 0.5)/sx - 0.5.
+    cols = torch.arange(crop_width, dtype=torch.float64)
+    if params.flip:
+        cols = crop_width - 1 - cols
+    src_x = (cols + params.left + 0.5) / sx - 0.5
+    src_y = (torch.arange(crop_height, dtype=torch.float64) + params.top + 0.5) / sy - 0.5
+    grid_x = ((2 * src_x + 1) / width - 1).view(1, -1).expand(crop_height, -1)
+    grid_y = ((2 * src_y + 1) / height - 1).view(-1, 1).expand(-1, crop_width)
+    grid = torch.stack([grid_x, grid_y], dim=-1).unsqueeze(0).float()  # (1, h, w, 2)
+    # Inside the scaled image (the crop may hang over its border when padding).
+    inside_x = ((cols + params.left) >= 0) & ((cols + params.left) < scaled_w)
+    inside_y = ((torch.arange(crop_height) + params.top) >= 0) & ((torch.arange(crop_height) + params.top) < scaled_h)
+    inside = inside_y.view(-1, 1) & inside_x.view(1, -1)
+
+    def resample(image: torch.Tensor, mode: str) -> torch.Tensor:
+        # border padding: every output pixel inside the scaled image samples real source pixels; outside is masked.
+        return F.grid_sample(image.unsqueeze(0), grid, mode=mode, padding_mode="border", align_corners=False)[0]
+
+    rgb = _tensor(sample["rgb"], np.float32).permute(2, 0, 1)
+    rgb = normalise_rgb(resample(rgb, "bilinear")) * inside
+
+    semantic = resample(_tensor(sample["semantic"], np.float32)[None], "nearest")[0].round().long()
+    semantic[~inside] = ignore_index
+
+    depth = _tensor(sample["depth"], np.float32)[None]
+    valid = (depth > 0).float()
+    depth_bilinear = resample(depth, "bilinear")
+    all_valid = resample(valid, "bilinear") >= 1.0 - 1e-6
+    depth_out = torch.where(all_valid, depth_bilinear, resample(depth, "nearest"))
+    if divide_depth_by_scale:
+        depth_out = depth_out / params.scale
+    depth_out = depth_out * inside
+
+    instances = None
+    if sample.get("instances") is not None:
+        inst = _tensor(sample["instances"], np.float32)[None]
+        instances = resample(inst, "nearest")[0].round().long()
+        instances[~inside] = -1
+
+    camera = sample["camera"]
+    cx = (camera["cx"] + 0.5) * sx - 0.5 - params.left
+    if params.flip:
+        cx = crop_width - 1 - cx
+    out_camera = {
+        "fx": camera["fx"] * sx,
+        "fy": camera["fy"] * sy,
+        "cx": cx,
+        "cy": (camera["cy"] + 0.5) * sy - 0.5 - params.top,
+    }
+    return {"rgb": rgb, "semantic": semantic, "depth": depth_out, "instances": instances, "camera": out_camera}
+
+
+def prepare_eval_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """No augmentation: the same fields as ``augment_sample`` at the sample's own resolution."""
+    rgb = _tensor(sample["rgb"]).permute(2, 0, 1)
+    instances = sample.get("instances")
+    return {
+        "rgb": normalise_rgb(rgb),
+        "semantic": _tensor(sample["semantic"], np.int64),
+        "depth": _tensor(sample["depth"], np.float32)[None],
+        "instances": None if instances is None else _tensor(instances, np.int64),
+        "camera": {k: float(sample["camera"][k]) for k in ("fx", "fy", "cx", "cy")},
+    }

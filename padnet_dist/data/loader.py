@@ -1,0 +1,417 @@
+"""The training and evaluation loader over WebDataset tar shards, with exact mid-epoch resume.
+
+Which samples a rank and each of its DataLoader workers read is decided by ``data.assignment.plan_epoch``
+(a pure function); this module streams the planned ranges of tar shards (``webdataset`` tar iteration over
+``Storage`` streams), decodes, augments, computes the derived targets and collates whole batches inside the
+workers. The trainer-side ``ShardLoader`` counts batches as it hands them out, so ``state_dict()`` says
+exactly where to restart: a fresh loader given that state yields the same remaining batches, tensor-equal.
+
+A corrupt sample (undecodable member, missing member, broken or short shard) is logged with its shard URL
+and key, counted in ``ShardLoader.stats`` and replaced by an invalid-marked copy of a neighbouring sample, so
+every rank still runs the same number of batches. With ``data.strict`` the first one is a ``UserError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from padnet_dist.config.data import DataConfig
+from padnet_dist.config.run import StorageConfig
+from padnet_dist.data.assignment import EpochPlan, ResumePoint, WorkerPlan, plan_epoch
+from padnet_dist.data.augment import augment_sample, draw_params, prepare_eval_sample, sample_rng
+from padnet_dist.data.cache import ShardRead, read_shard_samples
+from padnet_dist.data.format import decode_sample
+from padnet_dist.data.manifest import read_manifest
+from padnet_dist.errors import UserError
+from padnet_dist.storage import storage_for
+from padnet_dist.targets import contours_from_labels, normals_from_depth
+from padnet_dist.world import World
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    """Everything a worker needs, as plain picklable values (the config stays at the boundary)."""
+
+    shard_urls: tuple[str, ...]
+    shard_sizes: tuple[int, ...]
+    shard_sha256: tuple[str, ...]
+    shard_keys: tuple[tuple[str, ...], ...]  # sample keys in tar order, as the manifest lists them ("" unknown)
+    fingerprint: str
+    storage_cfg: StorageConfig | None
+    train: bool
+    world_size: int
+    rank: int
+    num_workers: int
+    batch_size: int
+    seed: int
+    shuffle: bool
+    shuffle_block_batches: int
+    crop_height: int
+    crop_width: int
+    scales: tuple[float, ...]
+    divide_depth_by_scale: bool
+    flip_prob: float
+    contour_width: int
+    ignore_index: int
+    strict: bool
+    cache_dir: str = ""
+    read_ahead: bool = True  # stream remote shards through a prefetching thread (see data.cache)
+
+    def plan(self, epoch: int) -> EpochPlan:
+        return plan_epoch(
+            self.shard_sizes,
+            seed=self.seed,
+            epoch=epoch,
+            world_size=self.world_size,
+            rank=self.rank,
+            num_workers=self.num_workers,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            shuffle_block_batches=self.shuffle_block_batches,
+        )
+
+
+def _read_range(spec: LoaderSpec, plan: EpochPlan, lo: int, hi: int) -> Iterator[tuple[int, ShardRead]]:
+    """``(position, read)`` for global positions ``lo .. hi - 1``, streaming shard after shard."""
+    storage = storage_for(spec.shard_urls[0], spec.storage_cfg) if spec.shard_urls else None
+    position = lo
+    while position < hi:
+        shard, index = plan.locate(position)
+        count = min(hi - position, spec.shard_sizes[shard] - index)
+        reads = read_shard_samples(
+            storage,
+            spec.shard_urls[shard],
+            index,
+            count,
+            keys=spec.shard_keys[shard],
+            cache_dir=spec.cache_dir,
+            version=spec.shard_sha256[shard],
+            read_ahead=spec.read_ahead,
+        )
+        for offset, read in enumerate(reads):
+            yield position + offset, read
+        position += count
+
+
+class _WorkerRun:
+    """One worker's batches for one epoch, from batch ``first_batch`` on."""
+
+    def __init__(self, spec: LoaderSpec, plan: EpochPlan, worker: WorkerPlan, epoch: int, first_batch: int) -> None:
+        self.spec, self.plan, self.worker, self.epoch, self.first_batch = spec, plan, worker, epoch, first_batch
+        self.last_good: dict[str, Any] | None = None
+        self.reported: set[int] = set()
+
+    def batches(self) -> Iterator[tuple[dict[str, Any] | None, dict[str, Any]]]:
+        lo, hi = self.worker.read_range(self.first_batch)
+        reads = _read_range(self.spec, self.plan, lo, hi)
+        buffer: dict[int, ShardRead] = {}
+        last_read = -1
+        step = self.worker.block_batches
+        for block_start in range(self.first_batch - self.first_batch % step, self.worker.num_batches, step):
+            block = range(block_start, min(block_start + step, self.worker.num_batches))
+            last_needed = max(p for b in block for p in self.worker.positions[b])
+            while last_read < last_needed:
+                last_read, read = next(reads)
+                buffer[last_read] = read
+            for b in block:
+                if b >= self.first_batch:
+                    try:
+                        yield self._batch(b, buffer)
+                    except UserError as e:  # re-raised by the trainer process as one line, not a worker traceback
+                        yield None, {"error": str(e)}
+                        return
+            # The next block starts at or after this block's last position (padding reuses exactly that one).
+            buffer = {p: r for p, r in buffer.items() if p >= last_needed}
+
+    def _process(self, position: int, read: ShardRead) -> tuple[dict[str, Any] | None, str]:
+        if read.members is None:
+            return None, read.error
+        try:
+            sample = decode_sample(read.members, read.key)
+            if not self.spec.train:
+                return prepare_eval_sample(sample), ""
+            height, width = sample["semantic"].shape
+            spec = self.spec
+            params = draw_params(
+                sample_rng(spec.seed, self.epoch, position),
+                height,
+                width,
+                scales=spec.scales,
+                crop_height=spec.crop_height,
+                crop_width=spec.crop_width,
+                flip_prob=spec.flip_prob,
+            )
+            out = augment_sample(
+                sample,
+                params,
+                crop_height=spec.crop_height,
+                crop_width=spec.crop_width,
+                divide_depth_by_scale=spec.divide_depth_by_scale,
+                ignore_index=spec.ignore_index,
+            )
+            return out, ""
+        except (UserError, KeyError, ValueError, TypeError) as e:
+            return None, str(e).splitlines()[0] if str(e) else type(e).__name__
+
+    def _batch(self, b: int, buffer: dict[int, ShardRead]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        positions, valid = self.worker.positions[b], list(self.worker.valid[b])
+        processed: dict[int, dict[str, Any] | None] = {}
+        corrupt: list[str] = []
+        for position in dict.fromkeys(positions):
+            read = buffer[position]
+            processed[position], error = self._process(position, read)
+            if processed[position] is None and position not in self.reported:
+                self.reported.add(position)
+                message = f"corrupt sample {read.key} in {read.url}: {error}"
+                if self.spec.strict:
+                    return None, {"error": f"{message} (data.strict=true; fix or rewrite the shard)"}
+                log.warning("skipping %s", message)
+                corrupt.append(message)
+        items, keys = [], []
+        good = [processed[p] for p in positions if processed[p] is not None]
+        for i, position in enumerate(positions):
+            item = processed[position]
+            if item is None:  # keep the batch full: an invalid copy of a neighbour
+                item = good[0] if good else self.last_good or self._blank()
+                valid[i] = False
+            items.append(item)
+            keys.append(buffer[position].key)
+        if good:
+            self.last_good = good[-1]
+        return self._collate(items, valid, keys), {"corrupt": corrupt}
+
+    def _blank(self) -> dict[str, Any]:
+        h, w = self.spec.crop_height, self.spec.crop_width
+        return {
+            "rgb": torch.zeros(3, h, w),
+            "semantic": torch.full((h, w), self.spec.ignore_index, dtype=torch.long),
+            "depth": torch.zeros(1, h, w),
+            "instances": None,
+            "camera": {"fx": 1.0, "fy": 1.0, "cx": (w - 1) / 2, "cy": (h - 1) / 2},
+        }
+
+    def _collate(self, items: list[dict[str, Any]], valid: list[bool], keys: list[str]) -> dict[str, Any]:
+        shapes = {tuple(it["semantic"].shape) for it in items}
+        if len(shapes) > 1:
+            raise UserError(
+                f"images of different sizes {sorted(shapes)} in one batch: set data.eval_batch_size=1 for this dataset"
+            )
+        camera = {
+            k: torch.tensor([it["camera"][k] for it in items], dtype=torch.float64) for k in ("fx", "fy", "cx", "cy")
+        }
+        depth = torch.stack([it["depth"] for it in items])
+        semantic = torch.stack([it["semantic"] for it in items])
+        batch = {
+            "rgb": torch.stack([it["rgb"] for it in items]),
+            "semantic": semantic,
+            "depth": depth,
+            "normals": normals_from_depth(depth, camera["fx"], camera["fy"], camera["cx"], camera["cy"]),
+            "contour": contours_from_labels(semantic, self.spec.ignore_index, self.spec.contour_width),
+            "valid": torch.tensor(valid, dtype=torch.bool),
+            "keys": keys,
+        }
+        if not self.spec.train:
+            batch["instances"] = torch.stack(
+                [
+                    it["instances"] if it["instances"] is not None else torch.full_like(it["semantic"], -1)
+                    for it in items
+                ]
+            )
+            batch["camera"] = camera
+        return batch
+
+
+class _EpochDataset(IterableDataset):
+    def __init__(self, spec: LoaderSpec, epoch: int, resume: ResumePoint | None) -> None:
+        super().__init__()
+        self.spec, self.epoch, self.resume = spec, epoch, resume
+
+    def __iter__(self) -> Iterator[tuple[dict[str, Any] | None, dict[str, Any]]]:
+        info = get_worker_info()
+        torch_worker = 0 if info is None else info.id
+        num_logical = max(1, self.spec.num_workers)
+        plan = self.spec.plan(self.epoch)
+        worker, first_batch = torch_worker, 0
+        if self.resume is not None:
+            worker = self.resume.logical_worker(torch_worker, num_logical)
+            first_batch = self.resume.skip_batches[worker]
+        yield from _WorkerRun(self.spec, plan, plan.workers[worker], self.epoch, first_batch).batches()
+
+
+class LoaderConfigError(UserError, ValueError):
+    """A loader geometry that would drop or duplicate data (too many ranks, no samples, ...)."""
+
+
+@dataclass
+class LoaderStats:
+    num_corrupt_skipped: int = 0
+    corrupt: list[str] = field(default_factory=list)  # the first few messages
+
+
+class ShardLoader:
+    """Batches of one rank (docs/contracts.md). ``len()`` is the same on every rank.
+
+    Each iteration yields the current epoch (set with ``set_epoch``) from its first batch, except the first
+    iteration after ``load_state_dict``, which yields exactly the batches the saved run had not received yet
+    (none when the saved epoch was complete).
+    """
+
+    def __init__(self, spec: LoaderSpec) -> None:
+        self.spec = spec
+        self.epoch = 0
+        self.num_consumed = 0
+        self.stats = LoaderStats()
+        self._num_batches = spec.plan(0).num_batches
+        self._resume_from = 0
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch to iterate; a saved mid-epoch position survives only for its own epoch."""
+        if epoch != self.epoch:
+            self.epoch, self.num_consumed, self._resume_from = epoch, 0, 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.num_consumed, self._resume_from = self._resume_from, 0
+        if self.num_consumed >= self._num_batches:
+            return
+        plan = self.spec.plan(self.epoch)
+        resume = plan.resume_point(self.num_consumed) if self.num_consumed else None
+        loader = DataLoader(
+            _EpochDataset(self.spec, self.epoch, resume),
+            batch_size=None,
+            num_workers=self.spec.num_workers,
+            in_order=True,
+        )
+        for batch, info in loader:
+            if "error" in info:
+                raise UserError(info["error"])
+            if info["corrupt"]:
+                self.stats.num_corrupt_skipped += len(info["corrupt"])
+                self.stats.corrupt.extend(info["corrupt"][: max(0, 20 - len(self.stats.corrupt))])
+            self.num_consumed += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable position: the batches of ``epoch`` the trainer has received so far."""
+        spec = self.spec
+        return {
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "batches_consumed": self.num_consumed,
+            "seed": spec.seed,
+            "world_size": spec.world_size,
+            "rank": spec.rank,
+            "num_workers": spec.num_workers,
+            "batch_size": spec.batch_size,
+            "dataset": spec.fingerprint,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue where ``state`` was taken. A different world size or dataset is a ValueError; so is a
+        different seed, batch size or worker count in the middle of an epoch (the rest of it would differ)."""
+        spec = self.spec
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"loader state version {state.get('version')} is not {STATE_VERSION}")
+        if state["world_size"] != spec.world_size:
+            raise ValueError(
+                f"loader state is from a world of {state['world_size']} ranks, this job has {spec.world_size}: "
+                "resume with the same number of ranks"
+            )
+        if state["dataset"] != spec.fingerprint:
+            raise ValueError(
+                "loader state is from a different dataset (its shards differ): resume with the same manifest"
+            )
+        if 0 < state["batches_consumed"] < self._num_batches:
+            for name, mine in (("seed", spec.seed), ("batch_size", spec.batch_size), ("num_workers", spec.num_workers)):
+                if state[name] != mine:
+                    raise ValueError(
+                        f"loader state has {name}={state[name]} mid-epoch, this loader has {mine}: "
+                        f"set data.{name}={state[name]} to resume exactly"
+                    )
+        self.epoch, self.num_consumed = int(state["epoch"]), int(state["batches_consumed"])
+        self._resume_from = self.num_consumed
+
+
+def _spec(
+    data_cfg: DataConfig, world: World, manifest_url: str, storage_cfg: StorageConfig | None, train: bool
+) -> LoaderSpec:
+    manifest = read_manifest(manifest_url, storage_cfg)
+    if manifest.ignore_index != data_cfg.ignore_index:
+        raise UserError(
+            f"{manifest_url} uses ignore index {manifest.ignore_index}: set data.ignore_index={manifest.ignore_index}"
+        )
+    digest = hashlib.sha256()
+    for shard in manifest.shards:
+        digest.update(f"{shard.name}\0{shard.num_samples}\0{shard.sha256}\n".encode())
+    return LoaderSpec(
+        shard_urls=tuple(manifest.shard_urls(manifest_url)),
+        shard_sizes=tuple(s.num_samples for s in manifest.shards),
+        shard_sha256=tuple(s.sha256 for s in manifest.shards),
+        shard_keys=tuple(tuple(s.keys) for s in manifest.shards),
+        fingerprint=digest.hexdigest()[:16],
+        storage_cfg=storage_cfg,
+        train=train,
+        world_size=world.world_size,
+        rank=world.rank,
+        num_workers=data_cfg.num_workers,
+        batch_size=data_cfg.batch_size if train else data_cfg.eval_batch_size,
+        seed=data_cfg.seed,
+        shuffle=data_cfg.shuffle if train else False,
+        shuffle_block_batches=data_cfg.shuffle_block_batches,
+        crop_height=data_cfg.crop_height,
+        crop_width=data_cfg.crop_width,
+        scales=tuple(data_cfg.scales),
+        divide_depth_by_scale=data_cfg.divide_depth_by_scale,
+        flip_prob=data_cfg.flip_prob,
+        contour_width=data_cfg.contour_width,
+        ignore_index=data_cfg.ignore_index,
+        strict=data_cfg.strict,
+        cache_dir=data_cfg.cache_dir,
+    )
+
+
+def _build(data_cfg: DataConfig, world: World, url: str, storage_cfg: StorageConfig | None, train: bool) -> ShardLoader:
+    spec = _spec(data_cfg, world, url, storage_cfg, train)
+    try:
+        return ShardLoader(spec)
+    except ValueError as e:
+        raise LoaderConfigError(f"{url}: {e}") from None
+
+
+def build_train_loader(
+    data_cfg: DataConfig, world: World, *, storage_cfg: StorageConfig | None = None, manifest_url: str | None = None
+) -> ShardLoader:
+    """This rank's training loader: shuffled, augmented crops of ``data.batch_size`` samples."""
+    url = manifest_url or data_cfg.train_manifest
+    if not url:
+        raise UserError(
+            "data.train_manifest is not set: point it at a train.manifest.json written by `padnet-dist shard`"
+        )
+    return _build(data_cfg, world, url, storage_cfg, train=True)
+
+
+def build_eval_loader(
+    data_cfg: DataConfig, world: World, *, storage_cfg: StorageConfig | None = None, manifest_url: str | None = None
+) -> ShardLoader:
+    """This rank's evaluation loader: full resolution, no augmentation or shuffle, ``data.eval_batch_size``;
+    batches add ``instances`` int64 (B, H, W) (-1 where none) and ``camera`` {fx, fy, cx, cy: float64 (B,)}."""
+    url = manifest_url or data_cfg.val_manifest
+    if not url:
+        raise UserError("data.val_manifest is not set: point it at a val.manifest.json written by `padnet-dist shard`")
+    return _build(data_cfg, world, url, storage_cfg, train=False)
+
+
+__all__ = ["LoaderConfigError", "LoaderSpec", "LoaderStats", "ShardLoader", "build_eval_loader", "build_train_loader"]

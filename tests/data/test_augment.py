@@ -1,0 +1,121 @@
+"""Augmentation geometry: one transform for every map, intrinsics that follow it, derived targets consistent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from padnet_dist.data.augment import AugmentParams, augment_sample, draw_params, prepare_eval_sample, sample_rng
+from padnet_dist.targets import normals_from_depth
+
+H, W = 24, 32
+CAMERA = {"fx": 30.0, "fy": 28.0, "cx": 15.0, "cy": 11.5}
+
+
+def _plane_sample(seed: int = 0) -> dict:
+    """A tilted plane: inverse depth is linear in the pixel coordinates, so its normal is one constant vector."""
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    depth = (1.0 / (0.2 + 0.004 * u + 0.002 * v)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    semantic = rng.choice(np.array([1, 4, 6, 255], dtype=np.uint8), size=(H // 4, W // 4)).repeat(4, 0).repeat(4, 1)
+    return {
+        "key": "k",
+        "rgb": rng.integers(0, 256, (H, W, 3), dtype=np.uint8),
+        "semantic": semantic,
+        "depth": depth,
+        "instances": np.where(semantic == 255, 0, semantic.astype(np.int32) * 1000 + 7).astype(np.int32),
+        "camera": dict(CAMERA),
+    }
+
+
+def _augment(sample, params, crop=(H, W), divide=True):
+    return augment_sample(
+        sample, params, crop_height=crop[0], crop_width=crop[1], divide_depth_by_scale=divide, ignore_index=255
+    )
+
+
+def _normals(out) -> torch.Tensor:
+    cam = out["camera"]
+    t = {k: torch.tensor([cam[k]], dtype=torch.float64) for k in cam}
+    return normals_from_depth(out["depth"][None], t["fx"], t["fy"], t["cx"], t["cy"])[0]
+
+
+def _plane_normal() -> torch.Tensor:
+    n = _normals(prepare_eval_sample(_plane_sample()))
+    return n[:, H // 2, W // 2]
+
+
+def test_flip_mirrors_maps_and_negates_normal_x():
+    sample = _plane_sample()
+    plain = _augment(sample, AugmentParams(scale=1.0, top=0, left=0, flip=False))
+    flipped = _augment(sample, AugmentParams(scale=1.0, top=0, left=0, flip=True))
+    assert torch.equal(flipped["semantic"], plain["semantic"].flip(-1))
+    assert torch.allclose(flipped["depth"], plain["depth"].flip(-1))
+    assert flipped["camera"]["cx"] == pytest.approx(W - 1 - CAMERA["cx"])
+    n, nf = _normals(plain), _normals(flipped).flip(-1)
+    interior = (n.norm(dim=0) > 0) & (nf.norm(dim=0) > 0)
+    assert interior.sum() > 0.8 * (H - 2) * (W - 2)
+    assert torch.allclose(nf[0][interior], -n[0][interior], atol=1e-4)
+    assert torch.allclose(nf[1:][:, interior], n[1:][:, interior], atol=1e-4)
+
+
+@pytest.mark.parametrize("scale", [0.75, 1.5, 1.75])
+def test_nearest_labels_keep_only_existing_values(scale):
+    sample = _plane_sample(seed=3)
+    out = _augment(sample, AugmentParams(scale=scale, top=2, left=-3, flip=True), crop=(20, 26))
+    assert set(out["semantic"].unique().tolist()) <= set(np.unique(sample["semantic"]).tolist()) | {255}
+    assert set(out["instances"].unique().tolist()) <= set(np.unique(sample["instances"]).tolist()) | {-1}
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.25, 2.0])
+def test_depth_divided_by_scale_and_holes_never_blend(scale):
+    sample = _plane_sample()
+    sample["depth"] = np.full((H, W), 4.0, np.float32)
+    sample["depth"][2:6, 2:6] = 0.0
+    out = _augment(sample, AugmentParams(scale=scale, top=0, left=0, flip=False), crop=(16, 16))
+    values = out["depth"].unique()
+    assert (out["depth"] > 0).any() and (out["depth"] == 0).any()
+    assert torch.allclose(values[values > 0], torch.tensor(4.0 / scale))
+    kept = _augment(sample, AugmentParams(scale=scale, top=0, left=0, flip=False), crop=(16, 16), divide=False)
+    assert set(kept["depth"].unique().tolist()) <= {0.0, 4.0}
+
+
+def test_crop_size_and_padding_outside_the_image():
+    sample = _plane_sample()
+    # scale 0.5 -> 12 x 16, smaller than the 20 x 20 crop: the image sits at (3, 2) inside the padded crop.
+    out = _augment(sample, AugmentParams(scale=0.5, top=-3, left=-2, flip=False), crop=(20, 20))
+    assert out["rgb"].shape == (3, 20, 20) and out["semantic"].shape == (20, 20) and out["depth"].shape == (1, 20, 20)
+    assert out["instances"].shape == (20, 20)
+    outside = torch.ones(20, 20, dtype=torch.bool)
+    outside[3:15, 2:18] = False
+    assert (out["semantic"][outside] == 255).all()
+    assert (out["depth"][0][outside] == 0).all()
+    assert (out["instances"][outside] == -1).all()
+    assert (out["rgb"][:, outside] == 0).all()
+    assert (out["depth"][0][~outside] > 0).all()
+
+
+@pytest.mark.parametrize("params", [AugmentParams(1.5, 5, 7, False), AugmentParams(0.75, 1, 2, True)])
+def test_intrinsics_follow_the_transform(params):
+    """Scaling by s with depth divided by s shrinks the scene uniformly, so the plane's normal is unchanged
+    (x negated on a flip): only true if fx, fy, cx, cy were updated consistently with the pixels."""
+    expected = _plane_normal().clone()
+    if params.flip:
+        expected[0] = -expected[0]
+    out = _augment(_plane_sample(), params, crop=(14, 18))
+    n = _normals(out)
+    ok = n.norm(dim=0) > 0
+    assert ok.sum() > 50
+    assert torch.allclose(n[:, ok], expected[:, None].expand(3, int(ok.sum())), atol=2e-2)
+
+
+def test_params_are_deterministic_per_sample_and_epoch():
+    kw = dict(scales=[0.5, 1.0, 1.75], crop_height=10, crop_width=10, flip_prob=0.5)
+    draws = [draw_params(sample_rng(7, 2, p), H, W, **kw) for p in range(50)]
+    assert draws == [draw_params(sample_rng(7, 2, p), H, W, **kw) for p in range(50)]
+    assert draws != [draw_params(sample_rng(7, 3, p), H, W, **kw) for p in range(50)]
+    assert {d.scale for d in draws} == {0.5, 1.0, 1.75} and {d.flip for d in draws} == {True, False}
+    for d in draws:
+        sh, sw = round(H * d.scale), round(W * d.scale)
+        assert min(0, sh - 10) <= d.top <= max(0, sh - 10) and min(0, sw - 10) <= d.left <= max(0, sw - 10)

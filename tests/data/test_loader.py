@@ -1,0 +1,296 @@
+"""The shard loader over real shards: coverage across a simulated world, exact resume, corrupt data, S3."""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+import tarfile
+import time
+from collections import Counter
+
+import pytest
+import torch
+from loader_fixtures import INFO, data_config, make_sample, manifest_keys, write_dataset
+
+from padnet_dist.data.cache import ReadAheadStream, cached_path, ensure_cached
+from padnet_dist.data.loader import build_eval_loader, build_train_loader
+from padnet_dist.data.writer import write_shards
+from padnet_dist.errors import UserError
+from padnet_dist.storage import storage_for
+from padnet_dist.storage.local import LocalStorage
+from padnet_dist.world import World
+
+pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create")
+
+SHARD_SIZES = [3, 5, 0, 1, 4]  # 13 samples
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    return write_dataset(str(tmp_path_factory.mktemp("shards") / "ds"), SHARD_SIZES)
+
+
+def _loaders(url, world_size, build=build_train_loader, storage_cfg=None, **cfg):
+    return [
+        build(data_config(**cfg), World(rank=r, world_size=world_size), manifest_url=url, storage_cfg=storage_cfg)
+        for r in range(world_size)
+    ]
+
+
+def _valid_keys(batches) -> list[str]:
+    return [k for b in batches for k, v in zip(b["keys"], b["valid"].tolist()) if v]
+
+
+def _assert_same_batches(got, want):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert a.keys() == b.keys()
+        for name in a:
+            if isinstance(a[name], torch.Tensor):
+                assert torch.equal(a[name], b[name]), name
+            elif isinstance(a[name], dict):
+                assert all(torch.equal(a[name][k], b[name][k]) for k in a[name]), name
+            else:
+                assert a[name] == b[name], name
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_every_sample_once_per_epoch_across_three_ranks(dataset, num_workers):
+    loaders = _loaders(dataset, 3, num_workers=num_workers)
+    assert len({len(loader) for loader in loaders}) == 1
+    orders = []
+    for epoch in (0, 1):
+        seen: list[str] = []
+        for loader in loaders:
+            loader.set_epoch(epoch)
+            batches = list(loader)
+            assert len(batches) == len(loader)
+            for b in batches:
+                assert b["rgb"].shape == (2, 3, 8, 10) and b["rgb"].dtype == torch.float32
+                assert b["semantic"].dtype == torch.int64 and b["depth"].shape == (2, 1, 8, 10)
+                assert b["normals"].shape == (2, 3, 8, 10) and b["contour"].shape == (2, 1, 8, 10)
+                assert set(b["contour"].unique().tolist()) <= {0.0, 1.0, 255.0}
+            seen.extend(_valid_keys(batches))
+        assert Counter(seen) == Counter(manifest_keys(dataset))
+        orders.append(seen)
+    assert orders[0] != orders[1], "shuffling gives each epoch its own order"
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_eval_loader_full_resolution_every_sample_once(dataset, num_workers):
+    loaders = _loaders(dataset, 3, build=build_eval_loader, num_workers=num_workers)
+    assert len({len(loader) for loader in loaders}) == 1
+    seen = []
+    for loader in loaders:
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        for b in batches:
+            assert b["rgb"].shape == (2, 3, 12, 16) and b["instances"].dtype == torch.int64
+            assert b["camera"]["fx"].tolist() == [20.0, 20.0]
+        seen.extend(_valid_keys(batches))
+    assert sorted(seen) == manifest_keys(dataset), "eval: no shuffle, every sample once"
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_consumed", [1, 3])
+def test_mid_epoch_resume_yields_exactly_the_remaining_batches(dataset, num_workers, num_consumed):
+    cfg = dict(num_workers=num_workers, batch_size=1, shuffle_block_batches=2)
+    world = World(rank=1, world_size=2)
+    uninterrupted = build_train_loader(data_config(**cfg), world, manifest_url=dataset)
+    uninterrupted.set_epoch(2)
+    want = list(uninterrupted)
+
+    interrupted = build_train_loader(data_config(**cfg), world, manifest_url=dataset)
+    interrupted.set_epoch(2)
+    stream = iter(interrupted)
+    got = [next(stream) for _ in range(num_consumed)]
+    state = json.loads(json.dumps(interrupted.state_dict()))
+    stream.close()
+    _assert_same_batches(got, want[:num_consumed])
+
+    resumed = build_train_loader(data_config(**cfg), world, manifest_url=dataset)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(2)
+    _assert_same_batches(list(resumed), want[num_consumed:])
+    resumed.set_epoch(3)
+    assert len(list(resumed)) == len(resumed), "the next epoch starts from its beginning"
+
+
+def test_resume_refuses_a_different_world_or_dataset(dataset, tmp_path):
+    loader = build_train_loader(data_config(), World(rank=0, world_size=2), manifest_url=dataset)
+    state = loader.state_dict()
+    with pytest.raises(ValueError, match="world of 2 ranks"):
+        build_train_loader(data_config(), World(rank=0, world_size=3), manifest_url=dataset).load_state_dict(state)
+    other = write_dataset(str(tmp_path / "other"), [2, 2])
+    with pytest.raises(ValueError, match="different dataset"):
+        build_train_loader(data_config(), World(rank=0, world_size=2), manifest_url=other).load_state_dict(state)
+
+
+def _rewrite_member(path: str, suffix_kind: str, index: int, data: bytes | None) -> str:
+    """Replace (or drop, when ``data`` is None) the ``suffix_kind`` member of the ``index``-th sample."""
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    keys = list(dict.fromkeys(m.name.split(".", 1)[0] for m, _ in members))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as out:
+        for m, content in members:
+            if m.name.startswith(f"{keys[index]}.{suffix_kind}."):
+                if data is None:
+                    continue
+                content = data
+            info = tarfile.TarInfo(m.name)
+            info.size = len(content)
+            out.addfile(info, io.BytesIO(content))
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+    return keys[index]
+
+
+@pytest.fixture
+def damaged(tmp_path) -> tuple[str, list[str]]:
+    """13 samples in 5 shards: a bad PNG in shard 0, a missing depth member in shard 1, shard 4 truncated."""
+    url = write_dataset(str(tmp_path / "ds"), SHARD_SIZES)
+    root = os.path.dirname(url)
+    shards = sorted(f for f in os.listdir(root) if f.endswith(".tar"))
+    bad = [_rewrite_member(os.path.join(root, shards[0]), "rgb", 1, b"\x89PNG not really")]
+    bad.append(_rewrite_member(os.path.join(root, shards[1]), "depth", 2, None))
+    with open(os.path.join(root, shards[-1]), "r+b") as f:
+        f.truncate(os.path.getsize(f.name) // 2)
+    return url, bad
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_corrupt_samples_are_skipped_counted_and_padded(damaged, num_workers, caplog):
+    url, bad = damaged
+    loaders = _loaders(url, 3, num_workers=num_workers)
+    seen = []
+    for loader in loaders:
+        batches = list(loader)
+        assert len(batches) == len(loader) == len(loaders[0]), "equal batch counts despite corrupt samples"
+        assert all(b["rgb"].shape[0] == 2 for b in batches)
+        seen.extend(_valid_keys(batches))
+    num_skipped = sum(loader.stats.num_corrupt_skipped for loader in loaders)
+    assert not set(bad) & set(seen)
+    assert len(seen) == len(set(seen)) == len(manifest_keys(url)) - num_skipped
+    assert num_skipped >= len(bad) + 1, "the truncated shard loses at least one sample"
+    messages = " ".join(m for loader in loaders for m in loader.stats.corrupt)
+    assert all(k in messages for k in bad) and ".tar" in messages
+
+
+def test_strict_mode_fails_on_the_first_corrupt_sample(damaged):
+    url, _ = damaged
+    loader = build_train_loader(data_config(strict=True, shuffle=False), World(), manifest_url=url)
+    with pytest.raises(UserError, match=r"train0-.*\.tar") as info:
+        list(loader)
+    assert "\n" not in str(info.value)
+
+
+def _upload(url: str, s3) -> str:
+    root = os.path.dirname(url)
+    storage = storage_for(s3.url(), s3.storage_cfg)
+    for name in os.listdir(root):
+        storage.put_file(os.path.join(root, name), s3.url(f"ds/{name}"))
+    return s3.url(f"ds/{os.path.basename(url)}")
+
+
+@pytest.mark.integration
+def test_s3_manifest_reads_the_same_batches_as_the_local_copy(dataset, s3, tmp_path):
+    s3_url = _upload(dataset, s3)
+    for extra in ({}, {"cache_dir": str(tmp_path / "cache")}):
+        local = _loaders(dataset, 2, num_workers=2)
+        remote = _loaders(s3_url, 2, storage_cfg=s3.storage_cfg, num_workers=2, **extra)
+        for a, b in zip(local, remote):
+            _assert_same_batches(list(b), list(a))
+    assert len([f for f in os.listdir(tmp_path / "cache") if f.endswith(".tar")]) == sum(1 for n in SHARD_SIZES if n)
+
+
+def test_resume_after_a_completed_epoch_yields_nothing_more(dataset):
+    loader = build_train_loader(data_config(), World(rank=0, world_size=2), manifest_url=dataset)
+    loader.set_epoch(4)
+    assert len(list(loader)) == len(loader)
+    state = loader.state_dict()
+    resumed = build_train_loader(data_config(), World(rank=0, world_size=2), manifest_url=dataset)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(4)
+    assert list(resumed) == []
+    resumed.set_epoch(5)
+    assert len(list(resumed)) == len(resumed)
+
+
+def test_eval_passes_repeat_the_same_batches(dataset):
+    loader = build_eval_loader(data_config(), World(rank=1, world_size=2), manifest_url=dataset)
+    first = list(loader)
+    _assert_same_batches(list(loader), first)
+
+
+def test_more_ranks_than_samples_fails_loudly(tmp_path):
+    url = write_dataset(str(tmp_path / "small"), [2, 1])
+    with pytest.raises(ValueError, match="3 samples.*fewer ranks") as info:
+        build_train_loader(data_config(), World(rank=0, world_size=4), manifest_url=url)
+    assert isinstance(info.value, UserError) and url in str(info.value)
+
+
+class _CountingStorage(LocalStorage):
+    """Local storage standing in for a remote one; logs every download to a file."""
+
+    def __init__(self, log_path: str) -> None:
+        self.log_path = log_path
+
+    def get_file(self, url: str, local_path: str) -> None:
+        with open(self.log_path, "a") as f:
+            f.write(f"{url}\n")
+        time.sleep(0.2)  # widen the race window
+        super().get_file(url, local_path)
+
+
+def _cache_one(args) -> bytes:
+    storage, url, cache_dir = args
+    with open(ensure_cached(storage, url, cache_dir), "rb") as f:
+        return f.read()
+
+
+def test_node_cache_downloads_once_when_processes_race(tmp_path):
+    source = tmp_path / "remote.tar"
+    source.write_bytes(os.urandom(100_000))
+    storage = _CountingStorage(str(tmp_path / "downloads.log"))
+    cache_dir = str(tmp_path / "cache")
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        contents = pool.map(_cache_one, [(storage, str(source), cache_dir)] * 4)
+    assert all(c == source.read_bytes() for c in contents)
+    assert (tmp_path / "downloads.log").read_text().splitlines() == [str(source)]
+    assert [f for f in os.listdir(cache_dir) if not f.endswith(".lock")] == [
+        os.path.basename(cached_path(cache_dir, str(source)))
+    ]
+
+
+def test_read_ahead_stream_returns_the_bytes_and_raises_source_errors():
+    data = os.urandom(300_000)
+    with ReadAheadStream(io.BytesIO(data), chunk_bytes=4096, num_chunks=2) as stream:
+        assert stream.read(10) + stream.read() == data
+
+    class Failing(io.BytesIO):
+        def read(self, size=-1):
+            if self.tell() >= 8192:
+                raise OSError("connection reset")
+            return super().read(size)
+
+    with ReadAheadStream(Failing(data), chunk_bytes=4096) as stream, pytest.raises(OSError, match="reset"):
+        stream.read()
+
+
+def test_eval_batches_of_different_image_sizes_fail_with_one_line(tmp_path):
+    out = str(tmp_path / "mixed")
+    write_shards(
+        [0, 1],
+        lambda i: make_sample(i, height=12, width=16 + 4 * i),
+        out_url=out,
+        split="val",
+        info=INFO,
+        progress=False,
+    )
+    loader = build_eval_loader(data_config(num_workers=1), World(), manifest_url=f"{out}/val.manifest.json")
+    with pytest.raises(UserError, match="eval_batch_size=1") as info:
+        list(loader)
+    assert "\n" not in str(info.value)
