@@ -1,0 +1,87 @@
+"""``padnet-dist shard <dataset> ... --split NAME --out URL``: convert a dataset into WebDataset shards.
+
+    padnet-dist shard cityscapes --root DIR --split train|val --out URL
+    padnet-dist shard nyud --mat FILE --splits FILE --class-map FILE --split train|test --out URL
+    padnet-dist shard synthetic --num N [--height H --width W --seed S] --split NAME --out URL
+
+``--out`` is a local directory or ``s3://bucket/prefix``; it receives ``{split}-000000.tar ...`` and, last,
+``{split}.manifest.json``. Re-running the same command skips the shards already complete. The S3 endpoint comes
+from ``--endpoint-url`` or the standard AWS environment (``AWS_ENDPOINT_URL``, profile, credentials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from padnet_dist.data.converters import CONVERTERS, get_converter
+from padnet_dist.errors import UserError
+
+RGB_FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg"}
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--out", required=True, help="output directory: a local path or s3://bucket/prefix")
+    group.add_argument("--workers", type=int, default=1, help="processes building shards in parallel (default 1)")
+    group.add_argument("--samples-per-shard", type=int, default=None, help="samples per shard (default: by size)")
+    group.add_argument(
+        "--target-shard-mb", type=float, default=1000.0, help="shard size aimed at when --samples-per-shard is unset"
+    )
+    group.add_argument("--rgb-format", choices=sorted(RGB_FORMATS), default="png", help="png (lossless) or jpg")
+    group.add_argument("--endpoint-url", default="", help="S3-compatible endpoint (default: the AWS environment)")
+    group.add_argument("--region", default="", help="S3 region (default: the AWS environment)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    for name in CONVERTERS:
+        module = get_converter(name)
+        dataset_parser = sub.add_parser(name, help=module.SUMMARY)
+        module.add_arguments(dataset_parser)
+        _add_common_arguments(dataset_parser)
+
+
+def _storage_config(args: argparse.Namespace):  # noqa: ANN202 - StorageConfig
+    from padnet_dist.config import StorageConfig
+
+    try:
+        return StorageConfig(endpoint_url=args.endpoint_url, region=args.region)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from padnet_dist.data.writer import write_shards
+
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: use 1 or more processes")
+    if args.samples_per_shard is not None and args.samples_per_shard < 1:
+        raise UserError(f"--samples-per-shard {args.samples_per_shard}: use 1 or more")
+    if args.target_shard_mb <= 0:
+        raise UserError(f"--target-shard-mb {args.target_shard_mb}: use a positive size")
+    conversion = get_converter(args.dataset).plan(args)
+    progress = not args.no_progress
+    if progress:
+        print(f"converting {conversion.source} -> {args.out}", file=sys.stderr)
+    manifest = write_shards(
+        conversion.jobs,
+        conversion.load,
+        out_url=args.out,
+        split=args.split,
+        info=conversion.info,
+        storage_cfg=_storage_config(args),
+        samples_per_shard=args.samples_per_shard,
+        target_shard_bytes=int(args.target_shard_mb * 1_000_000),
+        num_workers=args.workers,
+        rgb_format=RGB_FORMATS[args.rgb_format],
+        progress=progress,
+    )
+    from padnet_dist.data.manifest import manifest_url_for
+
+    print(
+        f"{manifest.num_samples} {manifest.dataset}/{manifest.split} samples in {len(manifest.shards)} shards: "
+        f"{manifest_url_for(args.out, args.split)}"
+    )
+    return 0
