@@ -66,6 +66,8 @@ class LoaderSpec:
     ignore_index: int
     strict: bool
     cache_dir: str = ""
+    dataset_name: str = ""  # from the manifest: "cityscapes", "nyud", "synthetic", ...
+    class_names: tuple[str, ...] = ()
     read_ahead: bool = True  # stream remote shards through a prefetching thread (see data.cache)
 
     def plan(self, epoch: int) -> EpochPlan:
@@ -278,6 +280,16 @@ class ShardLoader:
     def __len__(self) -> int:
         return self._num_batches
 
+    @property
+    def dataset_name(self) -> str:
+        """The manifest's dataset ("cityscapes", "nyud", "synthetic", ...)."""
+        return self.spec.dataset_name
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Class names by train id, from the manifest."""
+        return self.spec.class_names
+
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch to iterate; a saved mid-epoch position survives only for its own epoch."""
         if epoch != self.epoch:
@@ -380,6 +392,8 @@ def _spec(
         ignore_index=data_cfg.ignore_index,
         strict=data_cfg.strict,
         cache_dir=data_cfg.cache_dir,
+        dataset_name=manifest.dataset,
+        class_names=tuple(manifest.classes),
     )
 
 

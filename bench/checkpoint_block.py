@@ -1,0 +1,131 @@
+"""How long a checkpoint blocks training, on local disk and on S3 (moto_server), relative to one step.
+
+Trains the tiny model (phase 2: the whole network and its momentum are saved) on one CPU rank with a
+checkpoint every ``--every`` steps; from the per-step wall-clock times in the JSONL log, the block is the
+median gap after a checkpointed step minus the median ordinary step. Saving is synchronous: DeepSpeed state,
+consolidated model.pt, loader/RNG/trainer files, the commit barrier and marker, and pruning to keep_last.
+Not a test: prints figures. Run: ``.venv/bin/python bench/checkpoint_block.py`` (one to two minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+
+from padnet_dist.cli import main as cli_main  # noqa: E402
+from padnet_dist.config import load_config  # noqa: E402
+from padnet_dist.launch import free_port  # noqa: E402
+from padnet_dist.storage import join_url, storage_for  # noqa: E402
+from padnet_dist.train import checkpoint, train  # noqa: E402
+from padnet_dist.world import World  # noqa: E402
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    exe = exe if os.path.exists(exe) else (shutil.which("moto_server") or "moto_server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1).close()
+            return proc, endpoint
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto_server did not start on {endpoint}") from None
+            time.sleep(0.1)
+
+
+def measure(base_overrides: list[str], run_dir: str, every: int, num_steps: int, storage_cfg=None) -> dict:
+    """Train phase 1 briefly (phase 2's start), then phase 2 with checkpoints; return timing figures."""
+    overrides = [*base_overrides, f"run.dir={run_dir}"]
+    train(load_config(REPO / "configs/tiny.yaml", [*overrides, "run.max_steps=1"]), World(master_port=free_port()))
+    cfg = load_config(
+        REPO / "configs/tiny.yaml",
+        [*overrides, "phase=2", f"run.max_steps={num_steps}", f"run.checkpoint_every_steps={every}"],
+    )
+    summary = train(cfg, World(master_port=free_port()))
+    st = storage_for(run_dir, storage_cfg)
+    log = st.read_bytes(join_url(run_dir, "phase2/logs/rank0.jsonl")).decode().splitlines()
+    times = {r["step"]: r["time"] for r in map(json.loads, log)}
+    gaps = {s: times[s + 1] - times[s] for s in range(2, num_steps) if s + 1 in times}  # skip warm-up step 1
+    saved = [g for s, g in gaps.items() if s % every == 0]
+    plain = [g for s, g in gaps.items() if s % every != 0]
+    step_s = statistics.median(plain)
+    block_s = statistics.median(saved) - step_s
+    ckpt_url = summary["checkpoint"]
+    files = json.loads(st.read_bytes(join_url(ckpt_url, checkpoint.COMMIT_MARKER)))["files"]
+    return {"step_s": step_s, "block_s": block_s, "num_saves": len(saved), "mb": sum(files.values()) / 1e6}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--every", type=int, default=4, help="checkpoint every N steps")
+    parser.add_argument("--steps", type=int, default=17)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable on shared machines)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    moto = None
+    with tempfile.TemporaryDirectory(prefix="padnet-bench-") as tmp:
+        shard_args = ["shard", "synthetic", "--num", "32", "--height", "96", "--width", "128", "--split", "train"]
+        assert cli_main([*shard_args, "--out", f"{tmp}/shards", "--samples-per-shard", "8", "--no-progress"]) == 0
+        base = [
+            f"data.train_manifest={tmp}/shards/train.manifest.json",
+            "data.val_manifest=''",
+            "data.batch_size=4",
+            "run.log_every_steps=1",
+            "run.keep_last=2",
+            "engine.deterministic=false",
+            "phases.phase1.epochs=100",
+            "phases.phase2.epochs=100",
+        ]
+        results = {"local disk": measure(base, f"{tmp}/run", args.every, args.steps)}
+        try:
+            moto, endpoint = start_moto()
+            import boto3
+
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+            os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="bench")
+            from padnet_dist.config import StorageConfig
+
+            s3_base = [*base, f"storage.endpoint_url={endpoint}"]
+            results["S3 (moto)"] = measure(
+                s3_base, "s3://bench/run", args.every, args.steps, StorageConfig(endpoint_url=endpoint)
+            )
+        finally:
+            if moto is not None:
+                moto.terminate()
+                moto.wait()
+    print(f"tiny model (resnet18 width 32), phase 2, batch 4 of 64x64, 1 CPU rank, checkpoint every {args.every} steps")
+    for where, r in results.items():
+        print(
+            f"{where:11s} checkpoint {r['mb']:6.1f} MB  blocks {r['block_s']:6.2f} s  step {r['step_s']:5.3f} s  "
+            f"ratio {r['block_s'] / r['step_s']:6.1f} steps  ({r['num_saves']} saves, median)"
+        )
+
+
+if __name__ == "__main__":
+    main()

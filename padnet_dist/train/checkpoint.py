@@ -1,0 +1,326 @@
+"""Checkpoints in any storage, visible only once committed, resumable exactly.
+
+Layout (docs/contracts.md): ``{run.dir}/phase{p}/checkpoints/step-{step:09d}/`` holding ``engine/`` (DeepSpeed
+files of every rank), ``loader-rank{r}.json``, ``rng-rank{r}.json``, ``trainer.json``, ``config.yaml``,
+``model.pt`` and, written last by rank 0 after a barrier, ``COMMITTED`` (a JSON list of every file and its
+size, so a truncated file is named on load). Readers ignore directories without ``COMMITTED``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from padnet_dist.config import Config, ModelConfig, StorageConfig, from_yaml_text, to_yaml
+from padnet_dist.errors import UserError
+from padnet_dist.storage import join_url, storage_for
+from padnet_dist.storage.url import is_s3, local_path
+from padnet_dist.world import World
+
+COMMIT_MARKER = "COMMITTED"
+_STEP_DIR = re.compile(r"step-(\d{9})$")
+
+
+@dataclass(frozen=True)
+class TrainerState:
+    """Where a resumed run continues: optimiser step, epoch, and this rank's loader and RNG state."""
+
+    step: int
+    epoch: int
+    loader_state: dict[str, Any]
+    rng_state: dict[str, Any]
+
+
+def phase_dir(run_dir: str, phase: int) -> str:
+    return join_url(run_dir, f"phase{phase}")
+
+
+def checkpoint_url(phase_dir_url: str, step: int) -> str:
+    return join_url(phase_dir_url, "checkpoints", f"step-{step:09d}")
+
+
+def list_committed(phase_dir_url: str, storage) -> list[tuple[int, str]]:
+    """``(step, url)`` of every committed checkpoint of a phase, oldest first."""
+    return [(s, u) for s, u, committed in _list_step_dirs(phase_dir_url, storage) if committed]
+
+
+def newest_committed(phase_dir_url: str, storage) -> str | None:
+    found = list_committed(phase_dir_url, storage)
+    return found[-1][1] if found else None
+
+
+def is_committed(ckpt_url: str, storage) -> bool:
+    return storage.exists(join_url(ckpt_url, COMMIT_MARKER))
+
+
+def resolve_resume(cfg: Config, storage) -> str | None:
+    """The checkpoint this phase resumes from: per ``run.resume`` (auto | never | URL); None to start fresh."""
+    resume = cfg.run.resume
+    if resume == "never":
+        existing = newest_committed(phase_dir(cfg.run.dir, cfg.phase), storage)
+        if existing is not None:
+            raise UserError(
+                f"run.resume=never but {existing} exists: choose a new run.dir, or run.resume=auto to continue it"
+            )
+        return None
+    if resume == "auto":
+        return newest_committed(phase_dir(cfg.run.dir, cfg.phase), storage)
+    if not is_committed(resume, storage):
+        raise UserError(f"run.resume={resume} is not a committed checkpoint: give a step-... directory with COMMITTED")
+    return resume
+
+
+def resolve_phase2_init(cfg: Config, storage) -> str:
+    """The phase-1 checkpoint phase 2 starts from: ``phases.phase2.init_from`` or this run's newest phase-1 one."""
+    url = cfg.phases.phase2.init_from
+    if url:  # a checkpoint, a phase-1 dir or a run dir
+        found = url if is_committed(url, storage) else newest_committed(url, storage)
+        found = found or newest_committed(phase_dir(url, 1), storage)
+        if found is None:
+            raise UserError(f"phases.phase2.init_from={url} holds no committed checkpoint: point it at phase 1's")
+        return found
+    found = newest_committed(phase_dir(cfg.run.dir, 1), storage)
+    if found is None:
+        raise UserError(
+            f"phase 2 starts from phase 1, but {phase_dir(cfg.run.dir, 1)} has no committed checkpoint: "
+            "train phase=1 first or set phases.phase2.init_from=URL"
+        )
+    return found
+
+
+def model_differences(saved: ModelConfig, current: ModelConfig) -> list[str]:
+    """Names of the ``model.*`` keys whose values differ."""
+    a, b = dataclasses.asdict(saved), dataclasses.asdict(current)
+    return [f"model.{k}" for k in sorted(a) if a[k] != b.get(k)]
+
+
+def read_config(ckpt_url: str, storage) -> Config:
+    url = join_url(ckpt_url, "config.yaml")
+    try:
+        return from_yaml_text(storage.read_bytes(url).decode())
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"checkpoint file {url} is corrupt ({type(e).__name__}): use another checkpoint") from None
+
+
+def check_model_matches(ckpt_url: str, current: ModelConfig, storage) -> None:
+    """Refuse a checkpoint of a different network, naming the keys that differ."""
+    differ = model_differences(read_config(ckpt_url, storage).model, current)
+    if differ:
+        raise UserError(
+            f"checkpoint {ckpt_url} was trained with a different model ({', '.join(differ)} differ): "
+            "use the same model settings, or a new run.dir"
+        )
+
+
+def read_model_state(ckpt_url: str, storage) -> dict[str, torch.Tensor]:
+    """``model.pt`` of a checkpoint (consolidated fp32 state dict), loaded with ``weights_only=True``."""
+    url = join_url(ckpt_url, "model.pt")
+    data = storage.read_bytes(url)
+    _check_size(ckpt_url, "model.pt", len(data), storage)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"checkpoint file {url} is corrupt ({type(e).__name__}): use another checkpoint") from None
+
+
+def save(
+    engine,
+    *,
+    ckpt_url: str,
+    cfg: Config,
+    world: World,
+    step: int,
+    epoch: int,
+    loader_state: dict[str, Any],
+    rng_state: dict[str, Any],
+    storage,
+    extra_uploads: dict[str, str] | None = None,
+) -> None:
+    """Write a checkpoint from every rank and commit it (a collective: every rank calls it).
+
+    ``extra_uploads`` maps local files to URLs this rank publishes at the same time (log mirrors).
+    """
+    from padnet_dist.train import engine as seam  # here, so that reading a checkpoint never imports DeepSpeed
+
+    if world.is_main and is_committed(ckpt_url, storage):
+        # this step was committed before (a run resumed from an earlier checkpoint): withdraw it while rewriting
+        storage.delete(join_url(ckpt_url, COMMIT_MARKER))
+    seam.barrier()  # sync point: no rank writes into a directory that still looks committed
+    remote = is_s3(ckpt_url)
+    staging = Path(tempfile.mkdtemp(prefix="padnet-ckpt-")) if remote else Path(local_path(ckpt_url))
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        seam.save_engine_state(engine, staging)
+        model_state = seam.consolidated_state_dict(engine, cfg.engine.zero_stage)
+        written: dict[str, int] = {}
+        engine_dir = staging / seam.ENGINE_TAG
+        for path in sorted(engine_dir.rglob("*")) if engine_dir.is_dir() else []:
+            if path.is_file() and ".tmp" not in path.name:
+                rel = path.relative_to(staging).as_posix()
+                if remote:
+                    storage.put_file(str(path), join_url(ckpt_url, rel))
+                written[rel] = path.stat().st_size
+
+        def put(name: str, data: bytes) -> None:
+            storage.write_bytes(join_url(ckpt_url, name), data)
+            written[name] = len(data)
+
+        put(f"loader-rank{world.rank}.json", json.dumps(loader_state).encode())
+        put(f"rng-rank{world.rank}.json", json.dumps(rng_state).encode())
+        if world.is_main:
+            trainer = {"step": step, "epoch": epoch, "phase": cfg.phase, "world_size": world.world_size}
+            put("trainer.json", json.dumps(trainer).encode())
+            put("config.yaml", to_yaml(cfg).encode())
+            buf = io.BytesIO()
+            torch.save(model_state, buf)
+            put("model.pt", buf.getvalue())
+        for local_file, url in (extra_uploads or {}).items():
+            if os.path.exists(local_file):
+                storage.put_file(local_file, url)
+    finally:
+        if remote:
+            shutil.rmtree(staging, ignore_errors=True)
+    # Sync point: gathering every rank's file list is also the barrier proving all ranks finished writing.
+    all_written = _gather(written, world)
+    if world.is_main:
+        files = {k: v for part in all_written for k, v in part.items()}
+        marker = {"step": step, "epoch": epoch, "time": time.time(), "files": files}
+        storage.write_bytes(join_url(ckpt_url, COMMIT_MARKER), json.dumps(marker, sort_keys=True).encode())
+        prune(phase_dir(cfg.run.dir, cfg.phase), cfg.run.keep_last, storage)
+
+
+def load(engine, *, ckpt_url: str, cfg: Config, world: World, storage) -> TrainerState:
+    """Restore engine, loader and RNG state of this rank from a committed checkpoint (a collective)."""
+    from padnet_dist.train import engine as seam
+
+    trainer = _read_json(join_url(ckpt_url, "trainer.json"), storage)
+    if trainer.get("world_size") != world.world_size:
+        raise UserError(
+            f"checkpoint {ckpt_url} was written by {trainer.get('world_size')} ranks, this run has "
+            f"{world.world_size}: resume with the same number of ranks or start a new run.dir"
+        )
+    check_model_matches(ckpt_url, cfg.model, storage)
+    remote = is_s3(ckpt_url)
+    staging = Path(tempfile.mkdtemp(prefix="padnet-resume-")) if remote else Path(local_path(ckpt_url))
+    try:
+        expected = _committed_files(ckpt_url, storage)
+        for rel, size in sorted(expected.items()):
+            if not rel.startswith(seam.ENGINE_TAG + "/"):
+                continue
+            target = staging / rel
+            if remote:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                storage.get_file(join_url(ckpt_url, rel), str(target))
+            actual = target.stat().st_size if target.exists() else -1
+            if actual != size:
+                raise UserError(_truncated(join_url(ckpt_url, rel), actual, size))
+        seam.load_engine_state(engine, staging)
+    finally:
+        if remote:
+            shutil.rmtree(staging, ignore_errors=True)
+    return TrainerState(
+        step=int(trainer["step"]),
+        epoch=int(trainer["epoch"]),
+        loader_state=_read_json(join_url(ckpt_url, f"loader-rank{world.rank}.json"), storage),
+        rng_state=_read_json(join_url(ckpt_url, f"rng-rank{world.rank}.json"), storage),
+    )
+
+
+def prune(phase_dir_url: str, keep_last: int, storage) -> None:
+    """Keep the newest ``keep_last`` committed checkpoints; drop older ones and older uncommitted leftovers.
+
+    The marker of a doomed checkpoint goes first, so a half-deleted directory is never seen as committed.
+    """
+    dirs = _list_step_dirs(phase_dir_url, storage)
+    committed = [s for s, _, c in dirs if c]
+    if not committed:
+        return
+    keep = set(committed[-keep_last:])
+    for step, url, is_done in dirs:
+        if step in keep or (not is_done and step >= committed[-1]):
+            continue
+        if is_done:
+            storage.delete(join_url(url, COMMIT_MARKER))
+        for obj in storage.list(url):
+            storage.delete(obj)
+        if not is_s3(url):
+            shutil.rmtree(local_path(url), ignore_errors=True)
+
+
+def read_inference_checkpoint(url: str, storage_cfg: StorageConfig | None = None) -> tuple[Config, dict]:
+    """``(config, fp32 state dict)`` of a checkpoint URL, or of the newest committed one of a phase or run dir.
+
+    For a run dir, phase 2 is preferred over phase 1.
+    """
+    storage = storage_for(url, storage_cfg)
+    ckpt = url if is_committed(url, storage) else newest_committed(url, storage)
+    for phase in (2, 1):
+        ckpt = ckpt or newest_committed(phase_dir(url, phase), storage)
+    if ckpt is None:
+        raise UserError(f"{url} holds no committed checkpoint: give a step-... directory, a phase dir or a run dir")
+    return read_config(ckpt, storage), read_model_state(ckpt, storage)
+
+
+def _list_step_dirs(phase_dir_url: str, storage) -> list[tuple[int, str, bool]]:
+    """``(step, url, committed)`` of every step directory below ``{phase_dir}/checkpoints``, by step."""
+    root = join_url(phase_dir_url, "checkpoints")
+    found: dict[int, tuple[str, bool]] = {}
+    for obj in storage.list(root):
+        rel = obj[len(root) :].strip("/") if obj.startswith(root) else obj
+        head, _, rest = rel.partition("/")
+        match = _STEP_DIR.match(head)
+        if not match:
+            continue
+        step = int(match.group(1))
+        url, committed = found.get(step, (join_url(root, head), False))
+        found[step] = (url, committed or rest == COMMIT_MARKER)
+    return [(s, u, c) for s, (u, c) in sorted(found.items())]
+
+
+def _committed_files(ckpt_url: str, storage) -> dict[str, int]:
+    return dict(_read_json(join_url(ckpt_url, COMMIT_MARKER), storage).get("files", {}))
+
+
+def _check_size(ckpt_url: str, name: str, actual: int, storage) -> None:
+    if not is_committed(ckpt_url, storage):
+        return
+    expected = _committed_files(ckpt_url, storage).get(name)
+    if expected is not None and expected != actual:
+        raise UserError(_truncated(join_url(ckpt_url, name), actual, expected))
+
+
+def _truncated(url: str, actual: int, expected: int) -> str:
+    what = "missing" if actual < 0 else f"{actual} bytes, expected {expected}"
+    return f"checkpoint file {url} is truncated or corrupt ({what}): resume from another checkpoint (run.resume=URL)"
+
+
+def _read_json(url: str, storage) -> dict[str, Any]:
+    data = storage.read_bytes(url)
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(
+            f"checkpoint file {url} is truncated or corrupt (not valid JSON): use another checkpoint"
+        ) from None
+
+
+def _gather(obj: Any, world: World) -> list[Any]:
+    if not (dist.is_initialized() and world.world_size > 1):
+        return [obj]
+    out: list[Any] = [None] * world.world_size
+    dist.all_gather_object(out, obj)
+    return out
