@@ -17,10 +17,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model": ("padnet_dist.commands.model", "describe a model variant: parameters, GFLOPs, output shapes"),
     "shard": ("padnet_dist.commands.shard", "convert a dataset (cityscapes, nyud, synthetic) into WebDataset shards"),
     "shards": ("padnet_dist.commands.shards", "inspect shards: 'shards inspect MANIFEST_URL'"),
-    "train": ("padnet_dist.commands.train", "train one phase on the ranks the launcher gives (or --nproc N local ranks)"),
+    "train": (
+        "padnet_dist.commands.train",
+        "train one phase on the ranks the launcher gives (or --nproc N local ranks)",
+    ),
     "eval": ("padnet_dist.commands.eval", "evaluate a checkpoint and write metrics JSON beside it"),
     "predict": ("padnet_dist.commands.predict", "write depth and semantic predictions as images"),
-    "eval-cityscapes": ("padnet_dist.commands.eval_cityscapes", "official Cityscapes pixel-level evaluation of a folder"),
+    "eval-cityscapes": (
+        "padnet_dist.commands.eval_cityscapes",
+        "official Cityscapes pixel-level evaluation of a folder",
+    ),
     "export": ("padnet_dist.commands.export", "export a checkpoint as a consolidated fp32 state dict"),
 }
 

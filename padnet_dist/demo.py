@@ -33,11 +33,51 @@ def main() -> None:
     run_dir = OUT / "run"
     common = [f"data.train_manifest={shards}/train.manifest.json", f"data.val_manifest={shards}/val.manifest.json"]
     common.append(f"run.dir={run_dir}")
-    _step("synthetic shards (train)", ["shard", "synthetic", "--num", "96", "--height", "120", "--width", "160",
-                                       "--seed", "0", "--split", "train", "--out", str(shards), "--samples-per-shard", "16"])
-    _step("synthetic shards (val)", ["shard", "synthetic", "--num", "24", "--height", "120", "--width", "160",
-                                     "--seed", "1", "--split", "val", "--out", str(shards), "--samples-per-shard", "8"])
-    _step("phase 1: front end + scene parsing, 2 ranks", ["train", "--config", CONFIG, "--nproc", "2", "phase=1", *common])
+    _step(
+        "synthetic shards (train)",
+        [
+            "shard",
+            "synthetic",
+            "--num",
+            "96",
+            "--height",
+            "120",
+            "--width",
+            "160",
+            "--seed",
+            "0",
+            "--split",
+            "train",
+            "--out",
+            str(shards),
+            "--samples-per-shard",
+            "16",
+        ],
+    )
+    _step(
+        "synthetic shards (val)",
+        [
+            "shard",
+            "synthetic",
+            "--num",
+            "24",
+            "--height",
+            "120",
+            "--width",
+            "160",
+            "--seed",
+            "1",
+            "--split",
+            "val",
+            "--out",
+            str(shards),
+            "--samples-per-shard",
+            "8",
+        ],
+    )
+    _step(
+        "phase 1: front end + scene parsing, 2 ranks", ["train", "--config", CONFIG, "--nproc", "2", "phase=1", *common]
+    )
     _step("phase 2: the whole network, 2 ranks", ["train", "--config", CONFIG, "--nproc", "2", "phase=2", *common])
     _step("evaluation", ["eval", "--config", CONFIG, "--checkpoint", str(run_dir / "phase2"), *common])
     print(f"\ndemo done: checkpoints, logs and metrics under {run_dir}")

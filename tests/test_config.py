@@ -63,12 +63,18 @@ def test_override_without_equals_sign_is_explained():
 @pytest.mark.parametrize(
     "overrides, fix",
     [
-        (["model.distill_inputs=[depth]", "model.intermediate_tasks=[semantic]"], "add 'depth' to model.intermediate_tasks"),
+        (
+            ["model.distill_inputs=[depth]", "model.intermediate_tasks=[semantic]"],
+            "add 'depth' to model.intermediate_tasks",
+        ),
         (["model.final_tasks=[depth]", "model.distill_inputs=[semantic]"], "lacks \\['depth'\\]"),
         (["model.final_tasks=[]"], "at least one"),
         (["model.distillation=D"], "A, B, C"),
         (["phase=3"], "phase=1"),
-        (["model.intermediate_tasks=[depth]", "model.distill_inputs=[depth]", "model.final_tasks=[depth]"], "lacks 'semantic'"),
+        (
+            ["model.intermediate_tasks=[depth]", "model.distill_inputs=[depth]", "model.final_tasks=[depth]"],
+            "lacks 'semantic'",
+        ),
     ],
 )
 def test_cross_field_mistakes_say_how_to_fix(overrides, fix):

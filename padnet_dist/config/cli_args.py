@@ -16,7 +16,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="YAML overrides, applied in order (e.g. --config configs/nyud.yaml --config configs/ablations/t1_c_de.yaml)",
     )
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotlist overrides, e.g. model.distillation=B")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="dotlist overrides, e.g. model.distillation=B"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -16,9 +16,7 @@ class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message names the key and the fix."""
 
 
-def load_config(
-    paths: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()
-) -> Config:
+def load_config(paths: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()) -> Config:
     """Return the validated config from YAML file(s), applied in order, and ``key=value`` overrides.
 
     Unknown keys, wrong types and missing values raise ``ConfigError`` naming the full key path.
@@ -32,7 +30,9 @@ def load_config(
     try:
         for path in paths:
             if not Path(path).is_file():
-                raise ConfigError(f"config file {path} does not exist: pass a file from configs/, e.g. configs/tiny.yaml")
+                raise ConfigError(
+                    f"config file {path} does not exist: pass a file from configs/, e.g. configs/tiny.yaml"
+                )
             merged = OmegaConf.merge(merged, OmegaConf.load(path))
         if overrides:
             bad = [o for o in overrides if "=" not in o]

@@ -32,7 +32,9 @@ class ModelConfig:
     """
 
     backbone: str = "resnet101"
-    pretrained: str = ""  # "" random init; a path or s3:// URL to a torchvision state dict; or a torchvision weight name
+    pretrained: str = (
+        ""  # "" random init; a path or s3:// URL to a torchvision state dict; or a torchvision weight name
+    )
     output_stride: int = 8
     aggregation_channels: int = 256  # channels each earlier stage is reduced to before concatenation
     width: int = 512  # N of §3.3: depth/semantic task features get N channels, normals/contour N/2

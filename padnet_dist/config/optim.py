@@ -72,6 +72,13 @@ class LossConfig:
     contour_pos_balance: bool = True  # weight positive contour pixels by the negative/positive ratio
 
     def __post_init__(self) -> None:
-        for name in ("inter_depth", "inter_normals", "inter_semantic", "inter_contour", "final_depth", "final_semantic"):
+        for name in (
+            "inter_depth",
+            "inter_normals",
+            "inter_semantic",
+            "inter_contour",
+            "final_depth",
+            "final_semantic",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss.{name} must be >= 0")
