@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export PYTHONUNBUFFERED := 1
 
+LINT_PATHS := $(wildcard $(LINT_PATHS))
+
 .PHONY: test demo lint format bench clean setup
 
 setup: $(STAMP)
@@ -19,12 +21,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check padnet_dist tests bench cluster
-	$(BIN)/ruff format --check padnet_dist tests bench cluster
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 format: $(STAMP)
-	$(BIN)/ruff format padnet_dist tests bench cluster
-	$(BIN)/ruff check --fix padnet_dist tests bench cluster
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

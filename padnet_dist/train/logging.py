@@ -74,8 +74,8 @@ class RunLogger:
             for key, value in record.items():
                 if key not in ("step", "epoch", "time") and isinstance(value, (int, float)):
                     self._writer.add_scalar(f"train/{key}", value, record["step"])
-        if self._bar is not None:
-            self._bar.set_postfix(loss=f"{record.get('total', float('nan')):.4f}", refresh=False)
+        if self._bar is not None and "total" in record:
+            self._bar.set_postfix(loss=f"{record['total']:.4f}", refresh=False)
 
     def advance(self, num_steps: int = 1) -> None:
         if self._bar is not None:
