@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export PYTHONUNBUFFERED := 1
 
-LINT_PATHS := $(wildcard $(LINT_PATHS))
+LINT_PATHS := $(wildcard padnet_dist tests bench cluster)
 
 .PHONY: test demo lint format bench clean setup
 
