@@ -29,6 +29,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 test: lint
+	bash cluster/slurm_local/ensure_packages.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)

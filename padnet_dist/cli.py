@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "padnet_dist.commands.train",
         "train one phase on the ranks the launcher gives (or --nproc N local ranks)",
     ),
+    "ray-train": (
+        "padnet_dist.commands.ray_train",
+        "train one phase with Ray Train on the Ray cluster this job runs on",
+    ),
     "eval": ("padnet_dist.commands.eval", "evaluate a checkpoint and write metrics JSON beside it"),
     "predict": ("padnet_dist.commands.predict", "write depth and semantic predictions as images"),
     "eval-cityscapes": (

@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-from padnet_dist.config import Config, EngineConfig, StorageConfig
+from padnet_dist.config import Config, StorageConfig
 from padnet_dist.config.cli_args import add_config_arguments, config_from_args
+from padnet_dist.distributed import choose_backend, choose_device, join_process_group
 from padnet_dist.errors import UserError
 from padnet_dist.world import World
 
@@ -100,34 +101,6 @@ def settings_for(ckpt_cfg: Config, args: argparse.Namespace) -> Config:
         os.unlink(f.name)
 
 
-def choose_device(engine_cfg: EngineConfig, world: World) -> torch.device:
-    """``cuda:{local_rank}`` when asked for (or ``auto`` with a GPU present), else CPU."""
-    if engine_cfg.device == "cpu" or (engine_cfg.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError("engine.device=cuda but no GPU is visible: use engine.device=cpu (or auto)")
-    torch.cuda.set_device(world.local_rank)
-    return torch.device("cuda", world.local_rank)
-
-
-def _join_group(world: World, device: torch.device) -> bool:
-    """Join the process group for the all-reduce of the metric sums; True when this call created it."""
-    import datetime
-
-    import torch.distributed as dist
-
-    if not world.is_distributed or dist.is_initialized():
-        return False
-    dist.init_process_group(
-        "nccl" if device.type == "cuda" else "gloo",
-        init_method=f"tcp://{world.master_addr}:{world.master_port}",
-        rank=world.rank,
-        world_size=world.world_size,
-        timeout=datetime.timedelta(minutes=30),
-    )
-    return True
-
-
 def _rank_argv(args: argparse.Namespace) -> list[str]:
     argv = [sys.executable, "-m", "padnet_dist.cli", "eval", "--checkpoint", args.checkpoint]
     for path in args.config:
@@ -163,7 +136,7 @@ def evaluate_checkpoint(
             "evaluate on the dataset the checkpoint was trained for"
         )
     device = choose_device(cfg.engine, world)
-    created = _join_group(world, device)
+    created = world.is_distributed and join_process_group(world, choose_backend(cfg.engine, device))
     try:
         loader = build_eval_loader(cfg.data, world, storage_cfg=cfg.storage, manifest_url=manifest_url)
         depth_min_m, depth_max_m = depth_range_m(manifest.dataset, depth_cap_m)
@@ -178,6 +151,7 @@ def evaluate_checkpoint(
             depth_min_m=depth_min_m,
             depth_cap_m=depth_max_m,
             class_names=manifest.classes or None,
+            outputs=ckpt.model.phase_outputs(ckpt.config.phase),  # a phase-1 checkpoint has untrained decoders
         )
     finally:
         if created:

@@ -106,7 +106,8 @@ def _from_manifest(manifest_url: str, cfg) -> Iterator[tuple[str, torch.Tensor]]
 
 
 def run(args: argparse.Namespace) -> int:
-    from padnet_dist.commands.eval import choose_device, load_checkpoint_model, settings_for
+    from padnet_dist.commands.eval import load_checkpoint_model, settings_for
+    from padnet_dist.distributed import choose_device
     from padnet_dist.eval.predict import denormalise_rgb, predict_batch, write_cityscapes, write_panels
 
     cfg = config_from_args(args)

@@ -208,8 +208,12 @@ def evaluate(
     depth_cap_m: float | None = None,
     depth_min_m: float = 0.0,
     class_names: Sequence[str] | None = None,
+    outputs: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on every valid sample ``loader`` yields on this rank, summed over all ranks.
+
+    ``outputs`` restricts what the model computes and what is scored (phase 1 passes its own outputs, so the
+    untrained decoders are not scored); None scores every output the model has.
 
     loader: evaluation batches (see docs/contracts.md): rgb (B, 3, H, W) normalised, semantic (B, H, W) int64,
     depth (B, 1, H, W) metres (0 invalid), normals (B, 3, H, W), contour (B, 1, H, W), valid (B,) bool,
@@ -233,11 +237,11 @@ def evaluate(
     try:
         with torch.no_grad():
             for batch in loader:
-                outputs = model(batch["rgb"].to(device, non_blocking=True))
-                outputs = {k: v.detach().to("cpu", torch.float32) for k, v in outputs.items()}
+                predictions = model(batch["rgb"].to(device, non_blocking=True), outputs=outputs)
+                predictions = {k: v.detach().to("cpu", torch.float32) for k, v in predictions.items()}
                 if scores is None:
                     scores = _Scores(
-                        outputs,
+                        predictions,
                         num_classes=num_classes,
                         ignore_index=ignore_index,
                         dataset=dataset,
@@ -251,7 +255,7 @@ def evaluate(
                     else torch.nonzero(torch.as_tensor(valid, dtype=torch.bool).cpu(), as_tuple=False).flatten()
                 )
                 if keep.numel():
-                    scores.update(outputs, batch, keep)
+                    scores.update(predictions, batch, keep)
     finally:
         model.train(was_training)
     if scores is None:

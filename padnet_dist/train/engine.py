@@ -8,7 +8,6 @@ loading and consolidating engine state.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -21,57 +20,16 @@ import torch.distributed as dist
 from torch import nn
 
 from padnet_dist.config import Config, EngineConfig
+from padnet_dist.distributed import join_process_group
 from padnet_dist.errors import UserError
 from padnet_dist.world import World
 
 ENGINE_TAG = "engine"  # the sub-directory of a checkpoint holding DeepSpeed's files
 
 
-def choose_device(engine_cfg: EngineConfig, world: World) -> torch.device:
-    """``cuda:{local_rank}`` or ``cpu``; ``auto`` picks cuda when it is available."""
-    want_cuda = engine_cfg.device == "cuda" or (engine_cfg.device == "auto" and torch.cuda.is_available())
-    if not want_cuda:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError("engine.device=cuda but no GPU is visible: use engine.device=cpu (or auto)")
-    torch.cuda.set_device(world.local_rank)
-    return torch.device("cuda", world.local_rank)
-
-
-def choose_backend(engine_cfg: EngineConfig, device: torch.device) -> str:
-    """``nccl`` on GPUs, ``gloo`` on CPU; an explicit nccl on CPU is refused."""
-    if engine_cfg.backend == "auto":
-        return "nccl" if device.type == "cuda" else "gloo"
-    if engine_cfg.backend == "nccl" and device.type != "cuda":
-        raise UserError("engine.backend=nccl needs GPUs: use engine.backend=gloo (or auto) on CPU")
-    return engine_cfg.backend
-
-
 def init_distributed(world: World, backend: str, timeout_s: float = 1800.0) -> None:
-    """Join the job's process group, unless the launcher (e.g. Ray Train) already created one.
-
-    DeepSpeed reads LOCAL_RANK and friends from the environment, so they are exported from ``world``.
-    """
-    os.environ.update(
-        RANK=str(world.rank),
-        LOCAL_RANK=str(world.local_rank),
-        WORLD_SIZE=str(world.world_size),
-        MASTER_ADDR=world.master_addr,
-        MASTER_PORT=str(world.master_port),
-    )
-    if not dist.is_initialized():
-        dist.init_process_group(
-            backend,
-            init_method=f"tcp://{world.master_addr}:{world.master_port}",
-            rank=world.rank,
-            world_size=world.world_size,
-            timeout=datetime.timedelta(seconds=timeout_s),
-        )
-    elif dist.get_world_size() != world.world_size or dist.get_rank() != world.rank:
-        raise UserError(
-            f"an existing process group (rank {dist.get_rank()} of {dist.get_world_size()}) disagrees with "
-            f"the World (rank {world.rank} of {world.world_size}): build the World from the same launcher"
-        )
+    """Join (or adopt) the job's process group, then let DeepSpeed use it."""
+    join_process_group(world, backend, timeout_s)
     deepspeed.init_distributed(dist_backend=backend, dist_init_required=False)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from padnet_dist.config import Config
+from padnet_dist.distributed import choose_backend, choose_device
 from padnet_dist.errors import UserError
 from padnet_dist.objective import compute_losses
 from padnet_dist.storage import join_url, storage_for
@@ -42,10 +43,10 @@ def train(cfg: Config, world: World) -> dict[str, Any]:
         if url is not None:
             checkpoint.check_model_matches(url, cfg.model, storage)
 
-    device = seam.choose_device(cfg.engine, world)
+    device = choose_device(cfg.engine, world)
     seam.check_precision(cfg.engine, device)
     seam.set_determinism(cfg.engine.deterministic, device)
-    seam.init_distributed(world, seam.choose_backend(cfg.engine, device))
+    seam.init_distributed(world, choose_backend(cfg.engine, device))
     seed_everything(cfg.data.seed)
 
     model = _build_model(cfg, storage, resumed=resume_url is not None, init_url=init_url)
@@ -245,16 +246,15 @@ def _eval_due(cfg: Config, epochs_done: int, num_epochs: int) -> bool:
 
 
 def _evaluate(engine, cfg: Config, world: World, device: torch.device, logger: RunLogger, step: int) -> None:
-    """Score the model on ``data.val_manifest`` when the evaluation package is installed (optional)."""
-    try:
-        from padnet_dist.data.loader import build_eval_loader
-        from padnet_dist.data.manifest import read_manifest
-        from padnet_dist.eval.runner import evaluate
-    except ImportError:
-        return
+    """Score this phase's outputs on ``data.val_manifest``; rank 0 writes ``{phase_dir}/eval/step-*.json``."""
+    from padnet_dist.data.loader import build_eval_loader
+    from padnet_dist.data.manifest import read_manifest
+    from padnet_dist.eval.runner import evaluate
+
     manifest = read_manifest(cfg.data.val_manifest, cfg.storage)
+    model = seam.bare_module(engine)
     metrics = evaluate(
-        seam.bare_module(engine),
+        model,
         build_eval_loader(cfg.data, world, storage_cfg=cfg.storage),
         num_classes=cfg.model.num_classes,
         dataset=manifest.dataset,
@@ -262,6 +262,7 @@ def _evaluate(engine, cfg: Config, world: World, device: torch.device, logger: R
         ignore_index=cfg.data.ignore_index,
         device=device,
         class_names=manifest.classes,
+        outputs=model.phase_outputs(cfg.phase),
     )
     engine.train()
     flat = {f"val/{t}/{k}": v for t in ("depth", "semantic") for k, v in metrics.get(t, {}).items()}

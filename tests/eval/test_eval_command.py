@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -17,10 +18,11 @@ REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 TINY = os.path.join(REPO, "configs", "tiny.yaml")
 
 
-def write_checkpoint(run_dir: str, cfg, step: int = 3, seed: int = 0) -> str:
+def write_checkpoint(run_dir: str, cfg, step: int = 3, seed: int = 0, phase: int = 2) -> str:
     """A committed checkpoint in the contract's layout: config.yaml, model.pt and COMMITTED (listing sizes)."""
     torch.manual_seed(seed)
-    ckpt = os.path.join(run_dir, "phase2", "checkpoints", f"step-{step:09d}")
+    cfg = dataclasses.replace(cfg, phase=phase)
+    ckpt = os.path.join(run_dir, f"phase{phase}", "checkpoints", f"step-{step:09d}")
     os.makedirs(ckpt)
     buf = io.BytesIO()
     torch.save(build_model(cfg.model).state_dict(), buf)
@@ -69,6 +71,16 @@ def test_eval_writes_metrics_json_beside_the_checkpoint(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mean IoU" in out and "rel" in out and "metrics.json" in out
     assert not [n for n in os.listdir(ckpt) if ".tmp" in n]
+
+
+def test_a_phase_one_checkpoint_is_scored_on_its_scene_parsing_output_only(tmp_path):
+    manifest = write_synthetic_shards(str(tmp_path / "shards"), num=2)
+    cfg = load_config(TINY, [f"data.val_manifest={manifest}"])
+    ckpt = write_checkpoint(str(tmp_path / "run"), cfg, phase=1)
+    assert main(["eval", "--checkpoint", ckpt]) == 0
+    metrics = json.loads(open(os.path.join(ckpt, "metrics.json")).read())
+    # phase 1 trains the front end with the intermediate semantic head only: the decoders are untrained
+    assert "semantic" in metrics and "depth" not in metrics and "normals" not in metrics
 
 
 def test_eval_without_config_uses_the_checkpoint_settings(tmp_path):

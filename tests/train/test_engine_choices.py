@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from padnet_dist.config import load_config
+from padnet_dist.distributed import choose_backend
 from padnet_dist.errors import UserError
 from padnet_dist.train import engine as seam
 from padnet_dist.train.schedule import lr_at
@@ -23,10 +24,10 @@ def test_fp16_on_cpu_is_refused_with_the_alternative():
 
 def test_backend_follows_the_device():
     cfg = load_config("configs/tiny.yaml", ["engine.backend=auto"])
-    assert seam.choose_backend(cfg.engine, CPU) == "gloo"
-    assert seam.choose_backend(cfg.engine, torch.device("cuda", 0)) == "nccl"
+    assert choose_backend(cfg.engine, CPU) == "gloo"
+    assert choose_backend(cfg.engine, torch.device("cuda", 0)) == "nccl"
     with pytest.raises(UserError, match="use engine.backend=gloo"):
-        seam.choose_backend(load_config("configs/tiny.yaml", ["engine.backend=nccl"]).engine, CPU)
+        choose_backend(load_config("configs/tiny.yaml", ["engine.backend=nccl"]).engine, CPU)
 
 
 def test_deepspeed_config_carries_batch_accumulation_clipping_and_zero():

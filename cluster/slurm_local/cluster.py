@@ -1,0 +1,273 @@
+"""A real two-node Slurm cluster on this host, for tests: munged, slurmctld and ``slurmd -N n1`` / ``-N n2``.
+
+Everything (slurm.conf, cgroup.conf, the munge key and socket, spool, state, logs) lives in one temporary
+directory; the daemons run in the foreground as children of this process and are stopped on teardown. Clients
+reach the cluster through ``SLURM_CONF`` (``cluster.env()``). Installs nothing: see ``ensure_packages.sh``.
+
+    with LocalSlurmCluster() as cluster:                      # or: python -m cluster.slurm_local.cluster
+        subprocess.run(["sbatch", ...], env=cluster.env())
+
+Both nodes are this host on 127.0.0.1. Their names (n1, n2) resolve nowhere, so a task prolog gives every task
+``MASTER_ADDR=127.0.0.1`` unless it is set, standing in for the name service of a real cluster (where the first
+host of the node list resolves and padnet-dist's launch layer uses it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+DAEMONS = ("munged", "slurmctld", "slurmd")
+CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "srun")
+NODE_NAMES = ("n1", "n2")
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot start here (packages missing, not root, a daemon died); the message says why."""
+
+
+def missing_requirements() -> str:
+    """Why this host cannot run the cluster ("" when it can): programs missing or not root."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    missing = [p for p in DAEMONS + CLIENTS if shutil.which(p, path=search) is None]
+    if missing:
+        return f"missing {' '.join(missing)}: run `bash cluster/slurm_local/ensure_packages.sh` as root"
+    if os.geteuid() != 0:
+        return "the local Slurm cluster runs its daemons as root (SlurmUser=root): run the tests as root"
+    return ""
+
+
+def _free_port(num_consecutive: int = 1) -> int:
+    """The first of ``num_consecutive`` TCP ports that are free on 127.0.0.1 right now."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            first = s.getsockname()[1]
+        if first + num_consecutive > 65535:
+            continue
+        try:
+            held = []
+            for port in range(first, first + num_consecutive):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise ClusterError(f"no {num_consecutive} consecutive free ports on 127.0.0.1")
+
+
+def slurm_conf(root: Path, *, ctld_port: int, slurmd_port: int, num_cpus_per_node: int) -> str:
+    """slurm.conf of a cluster whose nodes n1, n2 are this host (slurmd ports ``slurmd_port`` and the next)."""
+    host = socket.gethostname()
+    return f"""\
+ClusterName=padnet-local
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={root}/munge/munge.socket
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool/%n
+SlurmctldPidFile={root}/run/slurmctld.pid
+SlurmdPidFile={root}/run/slurmd-%n.pid
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd-%n.log
+SlurmctldDebug=info
+SlurmdDebug=info
+# no systemd, no cgroups here: track processes by parentage, bind nothing
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SwitchType=switch/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SlurmdParameters=config_overrides
+ReturnToService=2
+TaskProlog={root}/task_prolog.sh
+SchedulerParameters=sched_interval=1
+MessageTimeout=30
+SlurmdTimeout=60
+KillWait=10
+InactiveLimit=0
+MinJobAge=3600
+NodeName=n[1-2] NodeHostname={host} NodeAddr=127.0.0.1 Port={slurmd_port}-{slurmd_port + 1} CPUs={num_cpus_per_node} State=UNKNOWN
+PartitionName=debug Nodes=n[1-2] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+"""
+
+
+TASK_PROLOG = """#!/bin/sh
+# Node names n1/n2 do not resolve: both nodes are this host on loopback.
+[ -n "${MASTER_ADDR:-}" ] || echo "export MASTER_ADDR=127.0.0.1"
+"""
+
+
+class LocalSlurmCluster:
+    """Start with ``start()`` (or ``with``); ``env()`` is the environment for Slurm clients; ``stop()`` ends it all.
+
+    ``start_s`` is the measured time from launching munged until ``sinfo`` showed both nodes idle.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, *, num_cpus_per_node: int = 2) -> None:
+        self._own_root = root is None
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="slurm-local-"))
+        self.num_cpus_per_node = num_cpus_per_node
+        self.conf_path = self.root / "slurm.conf"
+        self.start_s = 0.0
+        self._procs: list[tuple[str, subprocess.Popen]] = []
+
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``base`` (default: this process's environment) with ``SLURM_CONF`` pointing at this cluster."""
+        env = dict(os.environ if base is None else base)
+        env["SLURM_CONF"] = str(self.conf_path)
+        env["PATH"] = os.pathsep.join([env.get("PATH", ""), "/usr/sbin", "/sbin"])
+        return env
+
+    def __enter__(self) -> LocalSlurmCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Write the config, start munged, slurmctld, two slurmd; return once both nodes are idle.
+
+        Raises ``ClusterError`` naming the reason (and the daemon's log tail) when it cannot.
+        """
+        reason = missing_requirements()
+        if reason:
+            raise ClusterError(reason)
+        started = time.monotonic()
+        try:
+            self._write_files()
+            self._start_munged()
+            self._spawn("slurmctld", ["slurmctld", "-D", "-i"])
+            for node in NODE_NAMES:
+                self._spawn(f"slurmd-{node}", ["slurmd", "-D", "-N", node])
+            self._wait_idle(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        self.start_s = time.monotonic() - started
+
+    def stop(self) -> None:
+        """Stop every daemon this object started (SIGTERM, then SIGKILL) and remove its directory."""
+        # slurmd first so no node is left with steps once the controller is gone; munged last
+        for name, proc in reversed(self._procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            self._procs.remove((name, proc))
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def log_tail(self, name: str, num_lines: int = 20) -> str:
+        """The last lines of a daemon's log (``slurmctld``, ``slurmd-n1``, ``munged``); "" if none."""
+        path = self.root / "log" / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-num_lines:])
+
+    def _write_files(self) -> None:
+        for sub in ("state", "spool", "run", "log", "munge"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)  # munged refuses a key or socket in a directory others can write
+        (self.root / "munge").chmod(0o700)
+        self.conf_path.write_text(
+            slurm_conf(
+                self.root,
+                ctld_port=_free_port(),
+                slurmd_port=_free_port(len(NODE_NAMES)),
+                num_cpus_per_node=self.num_cpus_per_node,
+            )
+        )
+        (self.root / "cgroup.conf").write_text("# unused: ProctrackType=proctrack/linuxproc, TaskPlugin=task/none\n")
+        prolog = self.root / "task_prolog.sh"
+        prolog.write_text(TASK_PROLOG)
+        prolog.chmod(0o755)
+        key = self.root / "munge" / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+
+    def _start_munged(self) -> None:
+        m = self.root / "munge"
+        self._spawn(
+            "munged",
+            ["munged", "--foreground", "--force", f"--socket={m}/munge.socket", f"--key-file={m}/munge.key",
+             f"--pid-file={m}/munged.pid", f"--seed-file={m}/munged.seed", f"--log-file={self.root}/log/munged.log"],
+        )  # fmt: skip
+        deadline = time.monotonic() + 15
+        while not (m / "munge.socket").exists():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise ClusterError(f"munged did not create its socket in 15 s:\n{self.log_tail('munged')}")
+            time.sleep(0.05)
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        out = open(self.root / "log" / f"{name}.out", "wb")  # noqa: SIM115 (the child holds it)
+        with out:
+            proc = subprocess.Popen(argv, env=self.env(), stdout=out, stderr=subprocess.STDOUT, cwd=self.root)
+        self._procs.append((name, proc))
+
+    def _check_alive(self) -> None:
+        for name, proc in self._procs:
+            if proc.poll() is not None:
+                out = (self.root / "log" / f"{name}.out").read_text(errors="replace")[-2000:]
+                raise ClusterError(f"{name} exited with code {proc.returncode}:\n{out}\n{self.log_tail(name)}")
+
+    def _wait_idle(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        states: dict[str, str] = {}
+        while True:
+            self._check_alive()
+            out = subprocess.run(
+                ["sinfo", "--noheader", "--Node", "--format=%N %t"], env=self.env(), capture_output=True, text=True
+            )
+            states = dict(line.split() for line in out.stdout.splitlines() if len(line.split()) == 2)
+            if all(states.get(n) == "idle" for n in NODE_NAMES):
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"nodes not idle after {timeout_s:.0f} s (sinfo: {states or out.stderr.strip()}):\n"
+                    f"{self.log_tail('slurmctld')}\n{self.log_tail('slurmd-n1')}"
+                )
+            time.sleep(0.2)
+
+
+def main() -> int:
+    """Run the cluster until Ctrl-C, printing how to reach it (a manual playground)."""
+    with LocalSlurmCluster() as cluster:
+        print(f"two-node Slurm cluster up in {cluster.start_s:.1f} s; in another shell:")
+        print(f"  export SLURM_CONF={cluster.conf_path}; sinfo")
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

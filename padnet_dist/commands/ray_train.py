@@ -1,0 +1,52 @@
+"""``padnet-dist ray-train``: one phase with Ray Train on the Ray cluster this job runs on.
+
+Run it as the entrypoint of a Ray job (``cluster/ray_submit.sh``) or on a node of a running cluster. It prints
+rank 0's summary as one JSON line, as ``padnet-dist train`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from padnet_dist.config.cli_args import add_config_arguments, config_from_args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--num-workers", type=int, required=True, metavar="N", help="Ray Train workers (ranks)")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker (nccl)")
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C", help="CPUs Ray reserves per worker")
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=0,
+        metavar="K",
+        help="restart the worker group up to K times after a worker dies; each restart resumes from the newest "
+        "committed checkpoint in run.dir",
+    )
+    parser.add_argument(
+        "--address", default="", metavar="ADDR", help="Ray cluster (default: RAY_ADDRESS, else the local head)"
+    )
+    parser.add_argument("--name", default="", help="Ray run name (default: phase{p}); same name continues the run")
+    parser.add_argument(
+        "--storage-path", default="", metavar="URL", help="Ray's run record (default: {run.dir}/ray; path or s3://)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)  # validate before asking Ray for anything
+    from padnet_dist.launch_ray import run_on_ray
+
+    summary = run_on_ray(
+        cfg,
+        num_workers=args.num_workers,
+        use_gpu=args.use_gpu,
+        cpus_per_worker=args.cpus_per_worker,
+        max_failures=args.max_failures,
+        address=args.address,
+        name=args.name,
+        storage_path=args.storage_path,
+    )
+    print(json.dumps(summary, default=str), flush=True)
+    return 0
