@@ -12,14 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -31,30 +25,9 @@ from padnet_dist.cli import main as cli_main  # noqa: E402
 from padnet_dist.config import load_config  # noqa: E402
 from padnet_dist.launch import free_port  # noqa: E402
 from padnet_dist.storage import join_url, storage_for  # noqa: E402
+from padnet_dist.storage.local_s3 import LocalS3Server  # noqa: E402
 from padnet_dist.train import checkpoint, train  # noqa: E402
 from padnet_dist.world import World  # noqa: E402
-
-
-def start_moto() -> tuple[subprocess.Popen, str]:
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    exe = exe if os.path.exists(exe) else (shutil.which("moto_server") or "moto_server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1).close()
-            return proc, endpoint
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"moto_server did not start on {endpoint}") from None
-            time.sleep(0.1)
 
 
 def measure(base_overrides: list[str], run_dir: str, every: int, num_steps: int, storage_cfg=None) -> dict:
@@ -86,7 +59,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable on shared machines)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    moto = None
+    moto = LocalS3Server()
     with tempfile.TemporaryDirectory(prefix="padnet-bench-") as tmp:
         shard_args = ["shard", "synthetic", "--num", "32", "--height", "96", "--width", "128", "--split", "train"]
         assert cli_main([*shard_args, "--out", f"{tmp}/shards", "--samples-per-shard", "8", "--no-progress"]) == 0
@@ -102,7 +75,7 @@ def main() -> None:
         ]
         results = {"local disk": measure(base, f"{tmp}/run", args.every, args.steps)}
         try:
-            moto, endpoint = start_moto()
+            endpoint = moto.start()
             import boto3
 
             os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
@@ -116,9 +89,7 @@ def main() -> None:
                 s3_base, "s3://bench/run", args.every, args.steps, StorageConfig(endpoint_url=endpoint)
             )
         finally:
-            if moto is not None:
-                moto.terminate()
-                moto.wait()
+            moto.stop()
     print(f"tiny model (resnet18 width 32), phase 2, batch 4 of 64x64, 1 CPU rank, checkpoint every {args.every} steps")
     for where, r in results.items():
         print(

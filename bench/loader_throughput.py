@@ -16,12 +16,8 @@ import dataclasses
 import functools
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 
 import torch
 
@@ -33,6 +29,7 @@ from padnet_dist.data.loader import ShardLoader, build_train_loader
 from padnet_dist.data.synthetic_scene import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, render_scene
 from padnet_dist.data.writer import DatasetInfo, write_shards
 from padnet_dist.storage import storage_for
+from padnet_dist.storage.local_s3 import LocalS3Server
 from padnet_dist.targets import contours_from_labels, normals_from_depth
 from padnet_dist.world import World
 
@@ -70,29 +67,6 @@ def epoch_rate(loader: ShardLoader, epoch: int = 0) -> float:
     return num / (time.perf_counter() - start)
 
 
-def start_moto() -> tuple[subprocess.Popen, str]:
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    if not os.path.exists(exe):
-        exe = shutil.which("moto_server") or "moto_server"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1).close()
-            return proc, endpoint
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"moto_server did not start on {endpoint}") from None
-            time.sleep(0.1)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-samples", type=int, default=12)
@@ -103,7 +77,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)  # what a DataLoader worker gets
     tmp = tempfile.mkdtemp(prefix="padnet-loader-bench-")
-    moto = None
+    moto = LocalS3Server()
     try:
         t0 = time.perf_counter()
         info = DatasetInfo(name="synthetic", classes=list(SYNTHETIC_CLASSES), palette=list(SYNTHETIC_PALETTE))
@@ -199,7 +173,7 @@ def main() -> int:
 
         if args.no_s3:
             return 0
-        moto, endpoint = start_moto()
+        endpoint = moto.start()
         for name, value in {
             "AWS_ACCESS_KEY_ID": "bench",
             "AWS_SECRET_ACCESS_KEY": "bench",
@@ -247,9 +221,7 @@ def main() -> int:
         )
         return 0
     finally:
-        if moto is not None:
-            moto.terminate()
-            moto.wait(timeout=10)
+        moto.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

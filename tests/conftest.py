@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from padnet_dist.config.run import StorageConfig
+from padnet_dist.storage.local_s3 import LocalS3Server, moto_server_executable
 
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing-access-key",
@@ -30,41 +24,20 @@ FAKE_AWS_ENV = {
 }
 
 
-def _moto_server_executable() -> str | None:
-    beside = Path(sys.executable).parent / "moto_server"
-    return str(beside) if beside.exists() else shutil.which("moto_server")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """URL of a moto S3 server running for the whole session, with fake credentials in the environment."""
-    exe = _moto_server_executable()
-    if exe is None:
+    if moto_server_executable() is None:
         reason = "moto_server not found (pip install 'moto[server]')"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    server = LocalS3Server()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=1).close()
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not start on {endpoint} (exit code {proc.poll()})")
-                time.sleep(0.1)
+        endpoint = server.start()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
         with pytest.MonkeyPatch.context() as mp:
             for name, value in FAKE_AWS_ENV.items():
                 mp.setenv(name, value)
@@ -72,12 +45,7 @@ def moto_endpoint() -> Iterator[str]:
             mp.delenv("AWS_ENDPOINT_URL", raising=False)
             yield endpoint
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from padnet_dist.data.cityscapes_labels import (
     NUM_LABEL_IDS,
 )
 from padnet_dist.errors import UserError
+from padnet_dist.eval.metrics import Accumulator
 
 # Mean instance size per class in full-resolution pixels (official table, evalPixelLevelSemanticLabeling.py).
 AVG_CLASS_SIZE_PX: dict[str, float] = {
@@ -71,7 +72,7 @@ _NUM_CAT = len(INSTANCE_CATEGORIES)
 _STATE_SIZE = _NUM_CONF + 2 * _NUM_INST + 2 * _NUM_CAT + 1
 
 
-class CityscapesEvaluator:
+class CityscapesEvaluator(Accumulator):
     """Accumulates the official pixel-level evaluation image by image.
 
     `state()` is a flat float64 tensor of counts and weighted sums (pixel counts stay exact below 2**53), so the
@@ -80,23 +81,6 @@ class CityscapesEvaluator:
 
     def __init__(self) -> None:
         self._state = torch.zeros(_STATE_SIZE, dtype=torch.float64)
-
-    def state(self) -> torch.Tensor:
-        return self._state.clone()
-
-    def load_state(self, state: torch.Tensor) -> None:
-        state = torch.as_tensor(state)
-        if state.shape != self._state.shape:
-            raise ValueError(
-                f"CityscapesEvaluator state must have shape {tuple(self._state.shape)}, got {tuple(state.shape)}"
-            )
-        self._state = state.detach().to("cpu", torch.float64).clone()
-
-    def merge(self, other: CityscapesEvaluator) -> None:
-        self._state += other._state
-
-    def reset(self) -> None:
-        self._state.zero_()
 
     @property
     def num_images(self) -> int:

@@ -19,7 +19,7 @@ NYUD_EIGEN_CROP = (45, 471, 41, 601)  # rows [45, 471), cols [41, 601) at 480x64
 NYUD_EIGEN_CROP_SIZE = (480, 640)
 
 
-class _Accumulator:
+class Accumulator:
     """A flat state tensor plus the operations a distributed runner needs."""
 
     _state: torch.Tensor
@@ -36,7 +36,7 @@ class _Accumulator:
             )
         self._state = state.to(self._state.device, self._state.dtype).clone()
 
-    def merge(self, other: _Accumulator) -> None:
+    def merge(self, other: Accumulator) -> None:
         if type(other) is not type(self) or other._state.shape != self._state.shape:
             raise ValueError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
         self._state += other._state.to(self._state.device)
@@ -55,7 +55,7 @@ def _as_b1hw(x: torch.Tensor) -> torch.Tensor:
     return x.unsqueeze(1) if x.dim() == 3 else x
 
 
-class DepthMetrics(_Accumulator):
+class DepthMetrics(Accumulator):
     """Depth errors of Eigen et al. / paper §4.1, pooled over all valid pixels of the split (not per image).
 
     valid pixel: gt > min_depth_m (strict), gt < max_depth_m if given (NYUD convention: 1e-3 < gt < 10), inside
@@ -137,7 +137,7 @@ class DepthMetrics(_Accumulator):
         }
 
 
-class ConfusionMetrics(_Accumulator):
+class ConfusionMetrics(Accumulator):
     """Semantic segmentation scores from a confusion matrix (rows ground truth, columns prediction).
 
     Ground-truth pixels equal to ignore_index are not counted. Conventions:
@@ -202,7 +202,7 @@ class ConfusionMetrics(_Accumulator):
 SemanticMetrics = ConfusionMetrics
 
 
-class NormalsMetrics(_Accumulator):
+class NormalsMetrics(Accumulator):
     """Angular error of surface normals in degrees over valid pixels (ground truth not the zero vector).
 
     mean from the exact sum; pct_11_25 / pct_22_5 / pct_30 = share of pixels with error < threshold (strict,
@@ -266,7 +266,7 @@ class NormalsMetrics(_Accumulator):
         }
 
 
-class ContourMetrics(_Accumulator):
+class ContourMetrics(Accumulator):
     """Pixel-wise contour precision, recall and F-score at a probability threshold (a training diagnostic).
 
     A pixel is predicted a contour when prob >= threshold (0.5 = logit 0); target 1 contour, 0 not, ignore_index

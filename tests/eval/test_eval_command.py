@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
 import os
 
 import pytest
-import torch
 
 from padnet_dist.cli import main
-from padnet_dist.config import load_config, to_yaml
-from padnet_dist.model import build_model
+from padnet_dist.config import load_config
+from tests.eval.checkpoint_fixture import write_checkpoint
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 TINY = os.path.join(REPO, "configs", "tiny.yaml")
-
-
-def write_checkpoint(run_dir: str, cfg, step: int = 3, seed: int = 0, phase: int = 2) -> str:
-    """A committed checkpoint in the contract's layout: config.yaml, model.pt and COMMITTED (listing sizes)."""
-    torch.manual_seed(seed)
-    cfg = dataclasses.replace(cfg, phase=phase)
-    ckpt = os.path.join(run_dir, f"phase{phase}", "checkpoints", f"step-{step:09d}")
-    os.makedirs(ckpt)
-    buf = io.BytesIO()
-    torch.save(build_model(cfg.model).state_dict(), buf)
-    files = {"config.yaml": to_yaml(cfg).encode(), "model.pt": buf.getvalue()}
-    for name, data in files.items():
-        with open(os.path.join(ckpt, name), "wb") as f:
-            f.write(data)
-    marker = {"step": step, "epoch": 1, "files": {k: len(v) for k, v in files.items()}}
-    with open(os.path.join(ckpt, "COMMITTED"), "w") as f:
-        json.dump(marker, f)
-    return ckpt
 
 
 def write_synthetic_shards(out_dir: str, num: int, height: int = 32, width: int = 48, split: str = "val") -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 
 import numpy as np
@@ -12,13 +11,13 @@ import torch
 from PIL import Image
 
 from padnet_dist.cli import main
-from padnet_dist.config import load_config, to_yaml
+from padnet_dist.config import load_config
 from padnet_dist.data.cityscapes_labels import EVAL_LABEL_IDS, TRAIN_ID_TO_ID, TRAIN_PALETTE
 from padnet_dist.data.synthetic_scene import SYNTHETIC_PALETTE
 from padnet_dist.errors import UserError
 from padnet_dist.eval import predict as P
 from padnet_dist.eval.cityscapes import CityscapesEvaluator
-from padnet_dist.model import build_model
+from tests.eval.checkpoint_fixture import write_checkpoint
 
 
 def _png(path) -> Image.Image:
@@ -111,20 +110,8 @@ TINY = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny.yaml
 
 
 def _checkpoint(run_dir, *overrides: str) -> str:
-    """A committed checkpoint of a tiny model (config.yaml, model.pt, COMMITTED), as training writes it."""
-    torch.manual_seed(0)
-    cfg = load_config(TINY, list(overrides))
-    ckpt = os.path.join(run_dir, "phase1", "checkpoints", "step-000000001")
-    os.makedirs(ckpt)
-    buf = io.BytesIO()
-    torch.save(build_model(cfg.model).state_dict(), buf)
-    files = {"config.yaml": to_yaml(cfg).encode(), "model.pt": buf.getvalue()}
-    for name, data in files.items():
-        with open(os.path.join(ckpt, name), "wb") as f:
-            f.write(data)
-    with open(os.path.join(ckpt, "COMMITTED"), "w") as f:
-        json.dump({"step": 1, "files": {k: len(v) for k, v in files.items()}}, f)
-    return ckpt
+    """A committed checkpoint of a tiny model, as training writes it."""
+    return write_checkpoint(str(run_dir), load_config(TINY, list(overrides)), step=1, phase=1)
 
 
 def _expected(ckpt: str, rgb: np.ndarray):
