@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export PYTHONUNBUFFERED := 1
+# The venv's tools first: DeepSpeed builds its CPU op with the ninja it finds on PATH, and two different ninjas
+# would each rebuild the other's cached build.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 LINT_PATHS := $(wildcard padnet_dist tests bench cluster)
 

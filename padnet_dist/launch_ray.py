@@ -182,11 +182,17 @@ def run_on_ray(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or "auto"
+        if address.startswith(("http://", "https://")):
+            raise UserError(
+                f"Ray address {address} is the dashboard's (for `ray job submit`, see cluster/ray_submit.sh): "
+                "give the cluster's HOST:6379, or run inside a Ray job"
+            )
         try:
-            ray.init(address=address or os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=True)
+            ray.init(address=address, log_to_driver=True)
         except ConnectionError as e:
             raise UserError(
-                f"no Ray cluster at {address or 'auto'} ({str(e).splitlines()[0]}): run inside `ray job submit`, "
+                f"no Ray cluster at {address} ({str(e).splitlines()[0]}): run inside `ray job submit`, "
                 "start one with `ray start --head`, or pass --address"
             ) from None
 

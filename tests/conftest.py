@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +12,10 @@ import pytest
 
 from padnet_dist.config.run import StorageConfig
 from padnet_dist.storage.local_s3 import LocalS3Server, moto_server_executable
+
+# Subprocesses (ranks, Slurm jobs, Ray workers) find this venv's tools first, as under `make test`: DeepSpeed builds
+# its CPU op with the ninja on PATH, and a second ninja would rebuild the cached build every time.
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing-access-key",

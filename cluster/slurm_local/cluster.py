@@ -168,8 +168,11 @@ class LocalSlurmCluster:
         self.start_s = time.monotonic() - started
 
     def stop(self) -> None:
-        """Stop every daemon this object started (SIGTERM, then SIGKILL) and remove its directory."""
-        # slurmd first so no node is left with steps once the controller is gone; munged last
+        """Cancel the cluster's jobs, stop every daemon this object started (SIGTERM, then SIGKILL), remove its
+        directory."""
+        if self._procs and all(p.poll() is None for _, p in self._procs):
+            self._cancel_jobs()
+        # slurmd before slurmctld, munged last (the others authenticate through it)
         for name, proc in reversed(self._procs):
             if proc.poll() is None:
                 proc.terminate()
@@ -181,6 +184,16 @@ class LocalSlurmCluster:
             self._procs.remove((name, proc))
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def _cancel_jobs(self, timeout_s: float = 30.0) -> None:
+        # A job step's slurmstepd and its tasks outlive slurmd: end them through Slurm while it still runs.
+        subprocess.run(["scancel", "--partition=debug"], env=self.env(), capture_output=True, timeout=30)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            out = subprocess.run(["squeue", "--noheader"], env=self.env(), capture_output=True, text=True, timeout=30)
+            if out.returncode != 0 or not out.stdout.strip():
+                return
+            time.sleep(0.5)
 
     def log_tail(self, name: str, num_lines: int = 20) -> str:
         """The last lines of a daemon's log (``slurmctld``, ``slurmd-n1``, ``munged``); "" if none."""

@@ -8,6 +8,8 @@ import sys
 
 from padnet_dist.config.cli_args import add_config_arguments, config_from_args
 
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after committing a checkpoint; run again to resume
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
@@ -42,4 +44,8 @@ def run(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
     if world.is_main:
         print(json.dumps(summary, default=str))
+    if summary["stopped_by_signal"] and not summary["finished"]:
+        # Not done yet (preempted, time limit, scancel): a checkpoint is committed, but a job scheduled
+        # `afterok` on this one must not start. Re-running the same command resumes.
+        return EXIT_INTERRUPTED
     return 0
