@@ -39,7 +39,8 @@ demo: $(STAMP)
 	$(BIN)/python -m padnet_dist.demo
 
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	for script in bench/model_cost.py bench/loader_throughput.py bench/train_overhead.py bench/checkpoint_block.py; do \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf runs/demo .cache/demo
