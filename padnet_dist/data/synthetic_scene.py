@@ -89,7 +89,10 @@ class _Plane:
                 ok &= (c >= self.lo[ax]) & (c <= self.hi[ax])
         if self.height_steps is not None:
             z0, step, heights = self.height_steps
-            z = o[2] + t * d[:, 2]
+            with np.errstate(invalid="ignore"):
+                z = o[2] + t * d[:, 2]
+            # rays parallel to the facade (t inf/nan) never hit it: any step index will do for them
+            z = np.nan_to_num(z, nan=z0, posinf=z0, neginf=z0)
             seg = np.clip(((z - z0) / step).astype(np.int64), 0, len(heights) - 1)
             ok &= o[1] + t * d[:, 1] <= heights[seg]
         return np.where(ok, t, _INF)
