@@ -68,12 +68,8 @@ def test_torchrun_two_ranks_phase1_then_phase2(tiny_manifest, tmp_path):
             assert [json.loads(line)["step"] for line in lines] == list(range(1, steps + 1))
 
 
-@pytest.mark.parametrize("victim", ["rank", "launcher"])
-def test_nproc_run_killed_mid_way_resumes_from_the_newest_commit(tiny_manifest, tmp_path, victim):
-    run_dir = str(tmp_path / "run")
-    phase_dir = ckpt.phase_dir(run_dir, 1)
-    st = storage_for(run_dir)
-    overrides = tiny_overrides(tiny_manifest, run_dir, "phases.phase1.epochs=50", "run.checkpoint_every_steps=2")
+def _launch_until_first_commit(overrides: list[str], phase_dir: str, st) -> subprocess.Popen:
+    """`padnet-dist train --nproc 2` in the background, returned once its first checkpoint is committed."""
     cmd = [sys.executable, "-m", "padnet_dist.cli", "train", "--nproc", "2", "--config", "configs/tiny.yaml"]
     launcher = subprocess.Popen(
         [*cmd, *overrides], env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -83,7 +79,21 @@ def test_nproc_run_killed_mid_way_resumes_from_the_newest_commit(tiny_manifest, 
         while not ckpt.list_committed(phase_dir, st):
             assert launcher.poll() is None, launcher.stderr.read().decode()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint was committed in time"
-            time.sleep(0.5)
+            time.sleep(0.2)
+    except BaseException:
+        launcher.kill()
+        launcher.wait()
+        raise
+    return launcher
+
+
+@pytest.mark.parametrize("victim", ["rank", "launcher"])
+def test_nproc_run_killed_mid_way_resumes_from_the_newest_commit(tiny_manifest, tmp_path, victim):
+    run_dir = str(tmp_path / "run")
+    phase_dir, st = ckpt.phase_dir(run_dir, 1), storage_for(run_dir)
+    overrides = tiny_overrides(tiny_manifest, run_dir, "phases.phase1.epochs=50", "run.checkpoint_every_steps=2")
+    launcher = _launch_until_first_commit(overrides, phase_dir, st)
+    try:
         ranks = {int(p.environ().get("RANK", -1)): p for p in psutil.Process(launcher.pid).children()}
         # a dead rank makes the launcher stop the others; a dead launcher takes its ranks with it
         (ranks[1] if victim == "rank" else launcher).send_signal(signal.SIGKILL)
@@ -114,19 +124,10 @@ def test_nproc_run_killed_mid_way_resumes_from_the_newest_commit(tiny_manifest, 
 
 def test_sigterm_commits_a_checkpoint_then_stops_every_rank(tiny_manifest, tmp_path):
     run_dir = str(tmp_path / "run")
-    phase_dir = ckpt.phase_dir(run_dir, 1)
-    st = storage_for(run_dir)
+    phase_dir, st = ckpt.phase_dir(run_dir, 1), storage_for(run_dir)
     overrides = tiny_overrides(tiny_manifest, run_dir, "phases.phase1.epochs=50", "run.checkpoint_every_steps=3")
-    cmd = [sys.executable, "-m", "padnet_dist.cli", "train", "--nproc", "2", "--config", "configs/tiny.yaml"]
-    launcher = subprocess.Popen(
-        [*cmd, *overrides], env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    launcher = _launch_until_first_commit(overrides, phase_dir, st)
     try:
-        deadline = time.monotonic() + 300
-        while not ckpt.list_committed(phase_dir, st):
-            assert launcher.poll() is None, launcher.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint was committed in time"
-            time.sleep(0.2)
         launcher.send_signal(signal.SIGTERM)  # passed on to both ranks, as scancel or a preemption would
         stdout, stderr = launcher.communicate(timeout=120)
     finally:
