@@ -19,6 +19,7 @@ from padnet_dist.config import Config, StorageConfig
 from padnet_dist.config.cli_args import add_config_arguments, config_from_args
 from padnet_dist.distributed import choose_backend, choose_device, join_process_group
 from padnet_dist.errors import UserError
+from padnet_dist.storage import storage_for
 from padnet_dist.world import World
 
 NYUD_DEPTH_RANGE_M = (1e-3, 10.0)  # the common NYUD convention: 1e-3 < gt < 10 m
@@ -52,29 +53,14 @@ class LoadedCheckpoint:
     model: torch.nn.Module  # fp32 weights loaded, on CPU, eval mode
 
 
-def resolve_checkpoint(url: str, storage_cfg: StorageConfig | None = None) -> str:
-    """The committed ``step-...`` directory ``url`` names: itself, or the newest in a phase dir or run dir (phase 2
-    before phase 1), as ``read_inference_checkpoint`` chooses."""
-    from padnet_dist.storage import storage_for
-    from padnet_dist.train.checkpoint import is_committed, newest_committed, phase_dir
-
-    storage = storage_for(url, storage_cfg)
-    url = url.rstrip("/")
-    found = url if is_committed(url, storage) else newest_committed(url, storage)
-    for phase in (2, 1):
-        found = found or newest_committed(phase_dir(url, phase), storage)
-    if found is None:
-        raise UserError(f"{url} holds no committed checkpoint: give a step-... directory, a phase dir or a run dir")
-    return found
-
-
 def load_checkpoint_model(url: str, storage_cfg: StorageConfig | None = None) -> LoadedCheckpoint:
     """Build the checkpoint's network and load its consolidated fp32 weights."""
     from padnet_dist.model import build_model
-    from padnet_dist.train.checkpoint import read_inference_checkpoint
+    from padnet_dist.train.checkpoint import read_config, read_model_state, resolve_checkpoint
 
     ckpt_url = resolve_checkpoint(url, storage_cfg)
-    ckpt_cfg, state = read_inference_checkpoint(ckpt_url, storage_cfg)
+    storage = storage_for(ckpt_url, storage_cfg)
+    ckpt_cfg, state = read_config(ckpt_url, storage), read_model_state(ckpt_url, storage)
     model = build_model(ckpt_cfg.model)
     try:
         model.load_state_dict(state)

@@ -86,8 +86,7 @@ def resolve_phase2_init(cfg: Config, storage) -> str:
     """The phase-1 checkpoint phase 2 starts from: ``phases.phase2.init_from`` or this run's newest phase-1 one."""
     url = cfg.phases.phase2.init_from
     if url:  # a checkpoint, a phase-1 dir or a run dir
-        found = url if is_committed(url, storage) else newest_committed(url, storage)
-        found = found or newest_committed(phase_dir(url, 1), storage)
+        found = find_committed(url, storage, phases=(1,))
         if found is None:
             raise UserError(f"phases.phase2.init_from={url} holds no committed checkpoint: point it at phase 1's")
         return found
@@ -261,17 +260,28 @@ def prune(phase_dir_url: str, keep_last: int, storage) -> None:
             shutil.rmtree(local_path(url), ignore_errors=True)
 
 
-def read_inference_checkpoint(url: str, storage_cfg: StorageConfig | None = None) -> tuple[Config, dict]:
-    """``(config, fp32 state dict)`` of a checkpoint URL, or of the newest committed one of a phase or run dir.
+def find_committed(url: str, storage, phases: tuple[int, ...] = (2, 1)) -> str | None:
+    """The committed checkpoint ``url`` names: itself, the newest of a phase dir, or the newest of a run dir's
+    ``phases`` (in that order of preference); None when there is none."""
+    url = url.rstrip("/")
+    found = url if is_committed(url, storage) else newest_committed(url, storage)
+    for phase in phases:
+        found = found or newest_committed(phase_dir(url, phase), storage)
+    return found
 
-    For a run dir, phase 2 is preferred over phase 1.
-    """
-    storage = storage_for(url, storage_cfg)
-    ckpt = url if is_committed(url, storage) else newest_committed(url, storage)
-    for phase in (2, 1):
-        ckpt = ckpt or newest_committed(phase_dir(url, phase), storage)
-    if ckpt is None:
+
+def resolve_checkpoint(url: str, storage_cfg: StorageConfig | None = None) -> str:
+    """``find_committed`` for a user-given URL (run dirs prefer phase 2); a one-line error when there is none."""
+    found = find_committed(url, storage_for(url, storage_cfg))
+    if found is None:
         raise UserError(f"{url} holds no committed checkpoint: give a step-... directory, a phase dir or a run dir")
+    return found
+
+
+def read_inference_checkpoint(url: str, storage_cfg: StorageConfig | None = None) -> tuple[Config, dict]:
+    """``(config, fp32 state dict)`` of a checkpoint URL, or of the newest committed one of a phase or run dir."""
+    ckpt = resolve_checkpoint(url, storage_cfg)
+    storage = storage_for(ckpt, storage_cfg)
     return read_config(ckpt, storage), read_model_state(ckpt, storage)
 
 
