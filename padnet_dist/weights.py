@@ -1,7 +1,8 @@
 """ImageNet backbone weights: read from a local path, an ``s3://`` URL or a torchvision weight name.
 
-The result is a torchvision-format ResNet state dict (``conv1.weight``, ``layer1.0.conv1.weight``, ...,
-``fc.*`` allowed and ignored) that ``FrontEnd.load_backbone_state_dict`` accepts.
+The result is a torchvision-format state dict of the configured backbone: a ResNet (``conv1.weight``,
+``layer1.0.conv1.weight``, ..., ``fc.*`` allowed and ignored) or AlexNet (``features.0.weight``, ...,
+``classifier.*`` allowed and ignored), which ``FrontEnd.load_backbone_state_dict`` checks key by key.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def load_backbone_weights(
     spec: str, storage_cfg: StorageConfig | None = None, backbone: str | None = None
 ) -> dict[str, torch.Tensor]:
     """The state dict named by ``spec``: a local path / ``file://`` / ``s3://`` URL of a ``torch.save``d state
-    dict, or a torchvision weight name (``IMAGENET1K_V2`` needs ``backbone``, e.g. ``resnet101``;
+    dict, or a torchvision weight name (``IMAGENET1K_V1`` needs ``backbone``, e.g. ``resnet101`` or ``alexnet``;
     ``ResNet101_Weights.IMAGENET1K_V2`` does not). Downloading needs internet; every failure is a one-line
     ``UserError``.
     """
@@ -49,7 +50,9 @@ def load_backbone_weights(
             f"cannot read backbone weights {spec} ({type(e).__name__}): pass a torch.save'd state dict"
         ) from None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise UserError(f"backbone weights {spec} are not a state dict of tensors: save model.state_dict() of a ResNet")
+        raise UserError(
+            f"backbone weights {spec} are not a state dict of tensors: save a torchvision model.state_dict()"
+        )
     return state_dict
 
 

@@ -20,10 +20,14 @@ def test_paper_presets_hold_the_paper_settings():
     assert (city.model.backbone, city.model.num_classes, city.model.width) == ("resnet101", 19, 512)
     assert (city.data.crop_height, city.data.crop_width) == (640, 640)
     assert city.data.scales == [0.5, 0.75, 1.0, 1.25, 1.75]
-    assert city.phases.phase1.epochs == 40 and city.phases.phase1.lr == 1e-3 and city.phases.phase2.lr == 1e-5
+    assert city.phases.phase1.lr == 1e-3 and city.phases.phase2.lr == 1e-5
+    # "Total 60 epochs are used for NYUD-v2, and 40 epochs for Cityscapes" (§4.1): both phases together
+    assert city.phases.phase1.epochs + city.phases.phase2.epochs == 40
     nyud = load_config(CONFIGS / "nyud.yaml")
-    assert nyud.model.num_classes == 40 and (nyud.data.crop_width, nyud.data.crop_height) == (560, 425)
-    assert nyud.data.scales == [1.0, 1.2, 1.5] and nyud.phases.phase2.epochs == 60
+    assert (nyud.model.backbone, nyud.model.num_classes) == ("resnet50", 40)  # PAD-Net-ResNet50, Tables 3 and 4
+    assert (nyud.data.crop_width, nyud.data.crop_height) == (560, 425) and nyud.data.scales == [1.0, 1.2, 1.5]
+    assert nyud.phases.phase1.epochs + nyud.phases.phase2.epochs == 60
+    assert city.model.pretrained == nyud.model.pretrained == "IMAGENET1K_V1"  # ImageNet-initialised front end
     assert nyud.optim.momentum == 0.99 and nyud.optim.weight_decay == 5e-4
     assert (nyud.loss.inter_normals, nyud.loss.inter_contour, nyud.loss.final_depth) == (0.8, 0.8, 1.0)
 
@@ -31,6 +35,7 @@ def test_paper_presets_hold_the_paper_settings():
 def test_overrides_apply_in_order():
     cfg = load_config([CONFIGS / "nyud.yaml", CONFIGS / "tiny.yaml"], ["model.distillation=B", "phase=2"])
     assert cfg.model.backbone == "resnet18" and cfg.model.distillation == "B" and cfg.phase == 2
+    assert cfg.model.pretrained == ""  # tiny over a dataset preset never downloads weights
 
 
 def test_misspelt_key_names_its_full_path():
@@ -72,9 +77,13 @@ def test_override_without_equals_sign_is_explained():
         (["model.distillation=D"], "A, B, C"),
         (["phase=3"], "phase=1"),
         (
-            ["model.intermediate_tasks=[depth]", "model.distill_inputs=[depth]", "model.final_tasks=[depth]"],
-            "lacks 'semantic'",
+            ["model.intermediate_tasks=[normals]", "model.distill_inputs=[]", "model.final_tasks=[depth]"],
+            "neither 'semantic' nor 'depth'",
         ),
+        (["model.backbone=alexnet", "model.output_stride=32"], "AlexNet supports 8 or 16"),
+        (["model.backbone=vgg16"], "alexnet, resnet18"),
+        (["model.supervise_intermediate=false", "model.distill_inputs=[depth,semantic]"], "add them to model.distill"),
+        (["model.supervise_intermediate=false", "model.variant=frontend"], "use variant padnet or mtdn_mds"),
     ],
 )
 def test_cross_field_mistakes_say_how_to_fix(overrides, fix):

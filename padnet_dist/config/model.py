@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+BACKBONES = ("alexnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 VARIANTS = ("frontend", "padnet", "mtdn_mds")
 DISTILLATIONS = ("A", "B", "C")
 TASKS = ("depth", "normals", "semantic", "contour")
@@ -28,7 +28,13 @@ class ModelConfig:
       - ``padnet``: intermediate predictions -> distillation -> decoders (the paper's model and the
         MTDN-inp* rows, chosen by ``distill_inputs``).
       - ``mtdn_mds``: same capacity and intermediate supervision, but distillation is fed task
-        features instead of predictions (Table 6, MTDN-mds).
+        features instead of predictions (Table 6, MTDN-mds as ``configs/ablations/t6_mtdn_mds.yaml`` reads it).
+
+    supervise_intermediate: phase 2 trains the intermediate predictions against their targets (the paper's deep
+    supervision). ``false`` keeps the same network but trains it through the final losses only; every
+    intermediate task must then be distilled, or nothing would train its head (the other reading of MTDN-mds,
+    ``configs/ablations/t6_mtdn_mds_unsupervised.yaml``). Phase 1 is unchanged (front end + scene parsing).
+    backbone ``alexnet`` (Tables 1-2) supports output_stride 8 or 16.
     """
 
     backbone: str = "resnet101"
@@ -43,8 +49,9 @@ class ModelConfig:
     variant: str = "padnet"
     distillation: str = "C"
     final_tasks: list[str] = field(default_factory=_final_tasks)
-    intermediate_tasks: list[str] = field(default_factory=_all_tasks)  # supervised intermediate predictions
+    intermediate_tasks: list[str] = field(default_factory=_all_tasks)  # intermediate heads (see supervise_intermediate)
     distill_inputs: list[str] = field(default_factory=_all_tasks)  # predictions fed to distillation
+    supervise_intermediate: bool = True
 
     def __post_init__(self) -> None:
         _one_of("model.backbone", self.backbone, BACKBONES)
@@ -52,6 +59,8 @@ class ModelConfig:
         _one_of("model.distillation", self.distillation, DISTILLATIONS)
         if self.output_stride not in (8, 16, 32):
             raise ValueError(f"model.output_stride={self.output_stride}: use 8, 16 or 32")
+        if self.backbone == "alexnet" and self.output_stride == 32:
+            raise ValueError("model.output_stride=32 with model.backbone=alexnet: AlexNet supports 8 or 16")
         for name in ("width", "distill_channels", "aggregation_channels", "num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1")
@@ -69,6 +78,23 @@ class ModelConfig:
                 raise ValueError(
                     f"model.distill_inputs has '{t}' but model.intermediate_tasks does not: "
                     f"add '{t}' to model.intermediate_tasks or remove it from model.distill_inputs"
+                )
+        if not self.supervise_intermediate:
+            if self.variant == "frontend":
+                raise ValueError(
+                    "model.supervise_intermediate=false with model.variant=frontend: the baseline has no "
+                    "intermediate tasks; use variant padnet or mtdn_mds, or leave supervise_intermediate true"
+                )
+            idle = [t for t in self.intermediate_tasks if t not in self.distill_inputs]
+            if idle:
+                raise ValueError(
+                    f"model.supervise_intermediate=false: intermediate tasks {idle} would be neither supervised "
+                    "nor distilled: add them to model.distill_inputs"
+                )
+            if not self.distill_inputs:
+                raise ValueError(
+                    "model.supervise_intermediate=false needs distilled intermediate tasks (model.distill_inputs is "
+                    "empty): list them, or leave supervise_intermediate true"
                 )
         if self.variant == "padnet" and self.distillation in ("B", "C") and self.distill_inputs:
             missing = [t for t in self.final_tasks if t not in self.distill_inputs]

@@ -25,8 +25,10 @@ class Config:
     def __post_init__(self) -> None:
         if self.phase not in (1, 2):
             raise ValueError(f"phase={self.phase}: use phase=1 (front end + scene parsing) or phase=2 (whole network)")
-        if self.phase == 1 and "semantic" not in self.model.intermediate_tasks and self.model.variant != "frontend":
+        # mirrors PADNet.phase_outputs(1): scene parsing, or depth for a model without it (Front-end + DE)
+        inter = self.model.intermediate_tasks
+        if self.phase == 1 and self.model.variant != "frontend" and "semantic" not in inter and "depth" not in inter:
             raise ValueError(
-                "phase=1 trains the front end with scene parsing, but model.intermediate_tasks lacks 'semantic': "
-                "add it, or start at phase=2"
+                "phase=1 trains the front end with scene parsing (or depth), but model.intermediate_tasks has "
+                "neither 'semantic' nor 'depth': add one (phase 2 starts from phase 1's checkpoint)"
             )

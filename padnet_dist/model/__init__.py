@@ -2,7 +2,7 @@
 
 from padnet_dist.model.build import build_model
 from padnet_dist.model.distillation import DISTILLATIONS
-from padnet_dist.model.frontend import FeatureInfo, FrontEnd
+from padnet_dist.model.frontend import BACKBONES, FeatureInfo, FrontEnd
 from padnet_dist.model.padnet import OUTPUT_NAMES, PADNet
 
-__all__ = ["DISTILLATIONS", "OUTPUT_NAMES", "FeatureInfo", "FrontEnd", "PADNet", "build_model"]
+__all__ = ["BACKBONES", "DISTILLATIONS", "OUTPUT_NAMES", "FeatureInfo", "FrontEnd", "PADNet", "build_model"]

@@ -1,94 +1,32 @@
-"""The front end of PAD-Net (paper §3.2): a dilated ResNet with multi-scale feature aggregation.
+"""The front end of PAD-Net (paper §3.2): a dilated backbone trunk with multi-scale feature aggregation.
 
-The maps of ``layer1``, ``layer2`` and ``layer3`` are each reduced to ``aggregation_channels`` by a
-3x3 convolution (+BN+ReLU; stride 2 when the stage is at least twice as fine as the last one), brought to
-the exact size of the ``layer4`` map by bilinear interpolation, and concatenated with it.
+Every stage of the trunk but the last (``layer1..layer3`` of a ResNet, ``conv1``/``conv2`` of AlexNet) is reduced
+to ``aggregation_channels`` by a 3x3 convolution (+BN+ReLU; stride 2 when the stage is at least twice as fine as the
+last one), brought to the exact size of the last stage's map by bilinear interpolation, and concatenated with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from functools import partial
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from padnet_dist.errors import UserError
+from padnet_dist.model.alexnet import AlexNetTrunk
+from padnet_dist.model.features import FeatureInfo
+from padnet_dist.model.resnet import RESNETS, ResNetTrunk
 
-# torchvision constructor and whether its blocks are Bottlenecks (4x channel expansion)
-RESNETS: dict[str, tuple[object, bool]] = {
-    "resnet18": (torchvision.models.resnet18, False),
-    "resnet34": (torchvision.models.resnet34, False),
-    "resnet50": (torchvision.models.resnet50, True),
-    "resnet101": (torchvision.models.resnet101, True),
-    "resnet152": (torchvision.models.resnet152, True),
+# The backbone choice: name -> trunk constructor taking the output stride. Each trunk has ``feature_info``,
+# ``ignored_prefixes`` (classifier keys of torchvision's ImageNet files) and ``display_name``.
+BACKBONES: dict[str, Callable[[int], nn.Module]] = {
+    **{name: partial(ResNetTrunk, name) for name in RESNETS},
+    "alexnet": AlexNetTrunk,
 }
-STAGES = ("layer1", "layer2", "layer3", "layer4")
 
-
-@dataclass(frozen=True)
-class FeatureInfo:
-    """One backbone stage: its name, channel count and stride relative to the input."""
-
-    name: str
-    channels: int
-    stride: int
-
-
-def _dilate_layer(layer: nn.Sequential, previous_dilation: int, dilation: int) -> None:
-    """Remove the stride-2 of ``layer`` and dilate every 3x3 convolution after it by ``dilation``.
-
-    The conv that carried the stride keeps ``previous_dilation`` (it still reads the finer grid it always
-    read); every later 3x3 conv now reads a grid twice as fine as before, so it gets the new dilation.
-    Works for torchvision BasicBlock (stride on conv1) and Bottleneck (stride on conv2) alike.
-    """
-    for block in layer:
-        for conv in (m for m in block.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)):
-            if conv.stride == (2, 2):
-                conv.stride = (1, 1)
-                conv.dilation = (previous_dilation, previous_dilation)
-                conv.padding = (previous_dilation, previous_dilation)
-            else:
-                conv.dilation = (dilation, dilation)
-                conv.padding = (dilation, dilation)
-        if block.downsample is not None:
-            block.downsample[0].stride = (1, 1)
-        block.stride = 1
-
-
-class ResNetTrunk(nn.Module):
-    """A torchvision ResNet without ``avgpool``/``fc``; parameter names match torchvision's state dicts."""
-
-    def __init__(self, depth_name: str, output_stride: int) -> None:
-        super().__init__()
-        if depth_name not in RESNETS:
-            raise ValueError(f"backbone '{depth_name}' is not one of {', '.join(RESNETS)}")
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride={output_stride}: use 8, 16 or 32")
-        constructor, bottleneck = RESNETS[depth_name]
-        net = constructor(weights=None)
-        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        expansion = 4 if bottleneck else 1
-        strides = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
-        dilation = 1
-        for name in ("layer3", "layer4"):
-            if strides[name] > output_stride:
-                _dilate_layer(getattr(self, name), dilation, dilation * 2)
-                dilation *= 2
-                strides[name] = output_stride
-        self.feature_info = [FeatureInfo(name, 64 * 2**i * expansion, strides[name]) for i, name in enumerate(STAGES)]
-
-    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``rgb (B, 3, H, W)`` -> ``{layer1..layer4: (B, C_s, ~H/s, ~W/s)}`` per ``feature_info``."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(rgb))))
-        features = {}
-        for name in STAGES:
-            x = getattr(self, name)(x)
-            features[name] = x
-        return features
+__all__ = ["BACKBONES", "FeatureInfo", "FrontEnd", "conv_bn_relu"]
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -101,15 +39,18 @@ def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seq
 
 
 class FrontEnd(nn.Module):
-    """Dilated ResNet + multi-scale aggregation.
+    """Dilated backbone trunk + multi-scale aggregation.
 
-    ``forward(rgb (B, 3, H, W)) -> (B, out_channels, ~H/out_stride, ~W/out_stride)``, exactly the size of the
-    ``layer4`` map. ``out_channels = 3 * aggregation_channels + channels(layer4)``.
+    ``forward(rgb (B, 3, H, W)) -> (B, out_channels, ~H/out_stride, ~W/out_stride)``, exactly the size of the last
+    stage's map. ``out_channels = (num_stages - 1) * aggregation_channels + channels(last stage)`` (ResNet: 3 reduced
+    stages, AlexNet: 2).
     """
 
     def __init__(self, backbone: str, output_stride: int = 8, aggregation_channels: int = 256) -> None:
         super().__init__()
-        self.backbone = ResNetTrunk(backbone, output_stride)
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone '{backbone}' is not one of {', '.join(BACKBONES)}")
+        self.backbone = BACKBONES[backbone](output_stride)
         self.backbone_name = backbone
         self.feature_info: list[FeatureInfo] = self.backbone.feature_info
         last = self.feature_info[-1]
@@ -125,12 +66,12 @@ class FrontEnd(nn.Module):
         self.out_stride = last.stride
 
     def forward_features(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The backbone stages ``layer1..layer4`` as declared by ``feature_info``."""
+        """The backbone stages as declared by ``feature_info``."""
         return self.backbone(rgb)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         stages = self.backbone(rgb)
-        last = stages[STAGES[-1]]
+        last = stages[self.feature_info[-1].name]
         size = last.shape[-2:]
         maps = []
         for name, reducer in self.reducers.items():
@@ -142,12 +83,14 @@ class FrontEnd(nn.Module):
         return torch.cat(maps, dim=1)
 
     def load_backbone_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """Load a torchvision ImageNet-format ResNet state dict into the backbone (``fc.*`` is ignored).
+        """Load a torchvision ImageNet state dict of the same architecture into the trunk (its classifier,
+        ``fc.*`` for a ResNet and ``classifier.*`` for AlexNet, is ignored).
 
         Keys and shapes must match exactly (a missing BatchNorm ``num_batches_tracked`` is tolerated: old
         torchvision files predate it); otherwise a one-line ``UserError`` lists the first offending keys.
         """
-        given = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+        ignored = tuple(self.backbone.ignored_prefixes)
+        given = {k: v for k, v in state_dict.items() if not k.startswith(ignored)}
         expected = self.backbone.state_dict()
         missing = [k for k in expected if k not in given and not k.endswith("num_batches_tracked")]
         unexpected = [k for k in given if k not in expected]
@@ -164,6 +107,6 @@ class FrontEnd(nn.Module):
             ]
             raise UserError(
                 f"backbone weights do not fit {self.backbone_name}: {'; '.join(parts)}: "
-                f"pass a torchvision ImageNet state dict of the same ResNet depth (model.backbone)"
+                f"pass a torchvision ImageNet state dict of the same architecture (model.backbone)"
             )
         self.backbone.load_state_dict(given, strict=False)

@@ -8,6 +8,8 @@ Variants:
     heads only supervise the front end and the decoders are fed by ``Bridge`` modules as in the baseline.
   - ``mtdn_mds``: as ``padnet``, but ``F^t`` is made from the task *features* (the output of each intermediate
     head's deconvolution, N or N/2 channels, resized to 1/4) instead of from its prediction ``Y^t``.
+``supervise_intermediate=False`` keeps the network and only changes what phase 2 trains against targets: the final
+outputs alone, so the intermediate heads learn only through the distillation (the other reading of MTDN-mds).
 Only the modules a variant uses are created.
 """
 
@@ -69,6 +71,7 @@ class PADNet(nn.Module):
         final_tasks: Sequence[str] = FINAL_TASKS,
         intermediate_tasks: Sequence[str] = TASKS,
         distill_inputs: Sequence[str] = TASKS,
+        supervise_intermediate: bool = True,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -87,6 +90,13 @@ class PADNet(nn.Module):
         if missing:
             raise ValueError(f"distill_inputs {missing} are not intermediate tasks: add them to intermediate_tasks")
         self.distillation_name = distillation if self.distill_tasks else ""
+        self.supervise_intermediate = supervise_intermediate
+        idle = [t for t in self.intermediate_tasks if t not in self.distill_tasks]
+        if not supervise_intermediate and (is_baseline or idle or not self.distill_tasks):
+            raise ValueError(
+                "supervise_intermediate=False needs every intermediate task distilled (else its head never "
+                f"trains); not distilled: {idle or 'all'}"
+            )
 
         self.frontend = FrontEnd(backbone, output_stride, aggregation_channels)
         in_channels = self.frontend.out_channels
@@ -162,37 +172,48 @@ class PADNet(nn.Module):
         return {n: result[n] for n in names}
 
     def phase_outputs(self, phase: int) -> tuple[str, ...]:
-        """Outputs trained in ``phase``: 1 = scene parsing on the front end (§4.1), 2 = every output."""
+        """Outputs trained (and scored) in ``phase``.
+
+        1 = scene parsing on the front end (§4.1): ``inter_semantic`` (``final_semantic`` for the baseline); a model
+        without scene parsing (Front-end + DE) uses its depth output the same way, so it never sees semantic
+        labels. 2 = every output, or only the final ones with ``supervise_intermediate=False``.
+        """
         if phase == 2:
-            return self.output_names
+            if self.supervise_intermediate:
+                return self.output_names
+            return tuple(f"final_{k}" for k in self.final_tasks)
         if phase != 1:
             raise ValueError(f"phase={phase}: use 1 (front end + scene parsing) or 2 (whole network)")
-        name = "final_semantic" if self.variant == "frontend" else "inter_semantic"
-        if name not in self.output_names:
-            raise ValueError(
-                f"phase 1 trains scene parsing but this {self.variant} model has no {name} output: "
-                "add 'semantic' to model.final_tasks / model.intermediate_tasks, or train phase=2 only"
-            )
-        return (name,)
+        prefix = "final" if self.variant == "frontend" else "inter"
+        for task in ("semantic", "depth"):
+            if f"{prefix}_{task}" in self.output_names:
+                return (f"{prefix}_{task}",)
+        raise ValueError(
+            f"phase 1 trains the front end with scene parsing (or depth) but this {self.variant} model has neither "
+            f"{prefix}_semantic nor {prefix}_depth: add 'semantic' or 'depth' to model.intermediate_tasks"
+        )
 
     def phase_parameters(self, phase: int) -> list[nn.Parameter]:
         """Parameters optimised in ``phase``: 1 = front end + the modules producing ``phase_outputs(1)``; 2 = all."""
-        (name,) = self.phase_outputs(phase) if phase != 2 else (None,)
         if phase == 2:
             return list(self.parameters())
-        if name == "inter_semantic":
-            modules = [self.frontend, self.intermediate.heads["semantic"]]
+        (name,) = self.phase_outputs(phase)
+        kind, task = name.split("_", 1)
+        if kind == "inter":
+            modules = [self.frontend, self.intermediate.heads[task]]
         else:
-            modules = [self.frontend, self.bridges["semantic"], self.decoders["semantic"]]
+            modules = [self.frontend, self.bridges[task], self.decoders[task]]
         return [p for m in modules for p in m.parameters()]
 
     def describe(self) -> str:
         """A readable one-line name of the variant, e.g. ``PAD-Net (distillation C; final DE+SP; ...) ResNet-101 OS8``."""
         finals = "+".join(_SHORT[k] for k in self.final_tasks)
-        net = f"ResNet-{self.backbone_name.removeprefix('resnet')} OS{self.output_stride}"
+        net = f"{self.frontend.backbone.display_name} OS{self.output_stride}"
         if self.variant == "frontend":
             return f"Front-end baseline (final {finals}) {net}"
         inter = ",".join(self.intermediate_tasks) or "none"
+        if not self.supervise_intermediate:
+            inter += " unsupervised"
         if not self.distill_tasks:
             return f"PAD-Net MTDN-inp0 (no distillation inputs; final {finals}; intermediate {inter}) {net}"
         fed = "task features" if self.variant == "mtdn_mds" else "predictions"

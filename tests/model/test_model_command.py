@@ -38,6 +38,19 @@ def test_overrides_change_the_variant_and_text_output(capsys) -> None:
     assert "final_depth" in text and "inter_" not in text and "gflops" in text
 
 
+def test_alexnet_front_end_is_described_with_its_real_shapes(capsys) -> None:
+    overrides = ["model.backbone=alexnet", "data.crop_height=70", "data.crop_width=90"]
+    assert main(["model", "--config", TINY, "--json", *overrides]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["variant"].endswith("AlexNet OS8")
+    model = build_model(load_config(TINY, overrides).model).eval()
+    assert report["params"] == sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        real = model(torch.zeros(1, 3, 70, 90))
+    assert report["outputs"] == {name: list(t.shape) for name, t in real.items()}
+    assert report["outputs"]["final_depth"] == [1, 1, 70, 90] and report["outputs"]["inter_depth"] == [1, 1, 17, 22]
+
+
 def test_gflops_grow_with_the_input_and_distillation_a_costs_more(capsys) -> None:
     def gflops(*overrides: str) -> float:
         assert main(["model", "--config", TINY, "--json", *overrides]) == 0

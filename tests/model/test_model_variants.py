@@ -27,6 +27,12 @@ VARIANTS = {
     "inp3": dict(distill_inputs=["depth", "semantic", "normals"]),
     "mds": dict(variant="mtdn_mds"),
     "mds_a": dict(variant="mtdn_mds", distillation="A"),
+    "unsupervised": dict(supervise_intermediate=False),
+    "alexnet_c_de_sp": dict(backbone="alexnet"),
+    "alexnet_a_de": dict(backbone="alexnet", distillation="A", final_tasks=["depth"]),
+    "alexnet_frontend_de_sp": dict(backbone="alexnet", variant="frontend"),
+    "alexnet_inp0": dict(backbone="alexnet", distill_inputs=[]),
+    "alexnet_os16_mds": dict(backbone="alexnet", output_stride=16, variant="mtdn_mds"),
 }
 
 
@@ -49,7 +55,8 @@ def test_variant_outputs_gradients_and_no_unused_modules(name: str) -> None:
     assert {n: tuple(t.shape) for n, t in out.items()} == _expected_shapes(model, 2, H, W, 5)
     assert set(out) <= set(OUTPUT_NAMES)
 
-    sum(t.float().mean() for t in out.values()).backward()
+    # only what phase 2 trains carries a loss (without intermediate supervision: the final outputs)
+    sum(out[n].float().mean() for n in model.phase_outputs(2)).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not no_grad, f"parameters without gradient (created but unused?): {no_grad[:5]}"
 
@@ -129,10 +136,37 @@ def test_phase_outputs_and_parameters() -> None:
         if id(p) in {id(q) for q in baseline.phase_parameters(1)}
     }
     assert names == {"frontend.backbone", "frontend.reducers", "bridges.semantic", "decoders.semantic"}
-    with pytest.raises(ValueError, match="no final_semantic"):
-        _model(variant="frontend", final_tasks=["depth"]).phase_outputs(1)
     with pytest.raises(ValueError, match="phase=3"):
         model.phase_outputs(3)
+
+
+def test_phase_1_uses_depth_when_a_model_has_no_scene_parsing() -> None:
+    """Front-end + DE (Table 1) has no semantic output: phase 1 trains the front end with its depth path, so the
+    baseline never sees semantic labels and its phase 2 has a phase-1 checkpoint to start from."""
+    baseline = _model(variant="frontend", final_tasks=["depth"])
+    assert baseline.phase_outputs(1) == ("final_depth",)
+    phase1 = {id(p) for p in baseline.phase_parameters(1)}
+    assert phase1 == {id(p) for p in baseline.parameters()}  # front end + its one bridge and decoder
+    no_semantic = _model(intermediate_tasks=["depth", "normals"], distill_inputs=["depth"], final_tasks=["depth"])
+    assert no_semantic.phase_outputs(1) == ("inter_depth",)
+    expected = {id(p) for m in (no_semantic.frontend, no_semantic.intermediate.heads["depth"]) for p in m.parameters()}
+    assert {id(p) for p in no_semantic.phase_parameters(1)} == expected
+    with pytest.raises(ValueError, match="neither inter_semantic nor inter_depth"):
+        _model(intermediate_tasks=["normals"], distill_inputs=[], final_tasks=["depth"]).phase_outputs(1)
+
+
+def test_without_intermediate_supervision_phase_2_trains_the_final_outputs_only() -> None:
+    """The same network as the full model (same parameters), but phase 2's losses and scores are the final outputs;
+    the intermediate heads still learn, through the distillation."""
+    unsupervised, full = _model(supervise_intermediate=False), _model()
+    assert [n for n, _ in unsupervised.named_parameters()] == [n for n, _ in full.named_parameters()]
+    assert unsupervised.phase_outputs(2) == ("final_depth", "final_semantic")
+    assert unsupervised.phase_outputs(1) == full.phase_outputs(1) == ("inter_semantic",)
+    assert "intermediate depth,normals,semantic,contour unsupervised" in unsupervised.describe()
+    with pytest.raises(ValueError, match="neither supervised nor distilled"):
+        build_model(ModelConfig(**TINY, supervise_intermediate=False, distill_inputs=["depth", "semantic"]))
+    with pytest.raises(ValueError, match="needs every intermediate task distilled"):
+        PADNet(**TINY, supervise_intermediate=False, distill_inputs=[])
 
 
 def test_odd_input_size_gives_exact_output_sizes() -> None:

@@ -1,4 +1,4 @@
-"""ImageNet backbone weights reach the front end from a path, an s3:// URL or a torchvision name."""
+"""ImageNet backbone weights (ResNet, AlexNet) reach the front end from a path, an s3:// URL or a torchvision name."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ TINY = dict(backbone="resnet18", width=16, distill_channels=8, aggregation_chann
 
 def _assert_backbone_equals(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     backbone = model.frontend.backbone.state_dict()
-    compared = [k for k in state_dict if not k.startswith("fc.")]
+    compared = [k for k in state_dict if not k.startswith(("fc.", "classifier."))]
     assert compared and set(compared) == set(backbone)
     for key in compared:
         assert torch.equal(backbone[key], state_dict[key]), key
@@ -29,6 +29,30 @@ def _assert_backbone_equals(model: torch.nn.Module, state_dict: dict[str, torch.
 def resnet18_state_dict() -> dict[str, torch.Tensor]:
     torch.manual_seed(1)
     return torchvision.models.resnet18(weights=None).state_dict()
+
+
+@pytest.fixture(scope="module")
+def alexnet_state_dict() -> dict[str, torch.Tensor]:
+    """The layout of torchvision's ``alexnet-owt-7be5be79.pth``: ``features.{0,3,6,8,10}.*`` and ``classifier.*``."""
+    torch.manual_seed(2)
+    return torchvision.models.alexnet(weights=None).state_dict()
+
+
+def test_alexnet_file_loads_strictly_and_ignores_the_classifier(tmp_path, alexnet_state_dict) -> None:
+    path = tmp_path / "alexnet-imagenet.pth"
+    torch.save(alexnet_state_dict, path)
+    model = build_model_from_config(ModelConfig(**{**TINY, "backbone": "alexnet"}, pretrained=str(path)))
+    _assert_backbone_equals(model, alexnet_state_dict)
+    assert any(k.startswith("classifier.") for k in alexnet_state_dict)
+
+    without_conv5 = {k: v for k, v in alexnet_state_dict.items() if not k.startswith("features.10.")}
+    with pytest.raises(UserError, match=r"alexnet: missing 2 \[features.10.weight, features.10.bias\]"):
+        build_model(ModelConfig(**{**TINY, "backbone": "alexnet"}), without_conv5)
+
+
+def test_a_resnet_file_does_not_load_into_alexnet(resnet18_state_dict) -> None:
+    with pytest.raises(UserError, match="do not fit alexnet: missing .*features.0.weight.*unexpected .*conv1.weight"):
+        build_model(ModelConfig(**{**TINY, "backbone": "alexnet"}), resnet18_state_dict)
 
 
 def test_path_spec_loads_into_the_backbone(tmp_path, resnet18_state_dict) -> None:
@@ -95,13 +119,15 @@ def test_offline_download_fails_with_one_line(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("NO_PROXY", raising=False)
     # urlopen caches its proxy settings in a global opener: start fresh and restore it afterwards
     monkeypatch.setattr(urllib.request, "_opener", None)
-    with pytest.raises(UserError, match="cannot download torchvision weights IMAGENET1K_V1") as info:
-        load_backbone_weights("IMAGENET1K_V1", backbone="resnet18")
-    assert "\n" not in str(info.value)
+    for backbone in ("resnet18", "alexnet"):  # the name resolves for both; only the download fails
+        with pytest.raises(UserError, match="cannot download torchvision weights IMAGENET1K_V1") as info:
+            load_backbone_weights("IMAGENET1K_V1", backbone=backbone)
+        assert "\n" not in str(info.value)
 
 
 @pytest.mark.integration
-def test_s3_spec_loads_into_the_backbone(request, resnet18_state_dict, tmp_path) -> None:
+@pytest.mark.parametrize("backbone", ["resnet18", "alexnet"])
+def test_s3_spec_loads_into_the_backbone(request, backbone, tmp_path) -> None:
     try:
         s3 = request.getfixturevalue("s3")
     except pytest.FixtureLookupError:
@@ -110,9 +136,10 @@ def test_s3_spec_loads_into_the_backbone(request, resnet18_state_dict, tmp_path)
         pytest.skip("the s3 fixture (tests/conftest.py, moto server) is not available")
     from padnet_dist.storage import storage_for
 
+    state_dict = request.getfixturevalue(f"{backbone}_state_dict")
     path = tmp_path / "w.pth"
-    torch.save(resnet18_state_dict, path)
-    url = s3.url("weights") + "/resnet18.pth"
+    torch.save(state_dict, path)
+    url = s3.url("weights") + f"/{backbone}.pth"
     storage_for(url, s3.storage_cfg).write_bytes(url, path.read_bytes())
-    model = build_model_from_config(ModelConfig(**TINY, pretrained=url), s3.storage_cfg)
-    _assert_backbone_equals(model, resnet18_state_dict)
+    model = build_model_from_config(ModelConfig(**{**TINY, "backbone": backbone}, pretrained=url), s3.storage_cfg)
+    _assert_backbone_equals(model, state_dict)
