@@ -94,23 +94,25 @@ class TrainingInterrupted(RuntimeError):
 
 
 _sigterm_seen = threading.Event()  # set by this process's SIGTERM handler, read by the training thread
+_replaced_sigterm_handlers: list[Any] = []  # Ray's handler while ours is installed
 
 
 def _note_sigterm(_signum: int, _frame: object) -> None:
     _sigterm_seen.set()
 
 
-def _install_sigterm_note() -> Any:
-    """Make SIGTERM set ``_sigterm_seen`` instead of ending the process; returns the handler it replaced.
+def _install_sigterm_note() -> None:
+    """Make SIGTERM set ``_sigterm_seen`` instead of ending the process, until ``_restore_sigterm``.
 
     Runs on the worker actor's main thread (Python installs signal handlers there only). Ray's own handler
     there would raise ``SystemExit`` and kill the rank mid-step, losing everything since the last commit.
     """
-    return signal.signal(signal.SIGTERM, _note_sigterm)
+    _replaced_sigterm_handlers.append(signal.signal(signal.SIGTERM, _note_sigterm))
 
 
-def _restore_sigterm(previous: Any) -> None:
-    signal.signal(signal.SIGTERM, previous)
+def _restore_sigterm() -> None:
+    while _replaced_sigterm_handlers:
+        signal.signal(signal.SIGTERM, _replaced_sigterm_handlers.pop())
 
 
 def _on_actor_main_thread(fn: Any, *args: Any) -> Any:
@@ -139,9 +141,10 @@ class RayTrainHooks(TrainHooks):
         self.rank = rank
         self.preemption: Any = None  # Ray's PreemptionInfo, the same on every rank once seen
         self.notice_monotonic: float | None = None  # when this rank first saw a preemption or SIGTERM
-        self._previous_sigterm: Any = None
+        self._sigterm_noted = False
         try:
-            self._previous_sigterm = _on_actor_main_thread(_install_sigterm_note)
+            _on_actor_main_thread(_install_sigterm_note)
+            self._sigterm_noted = True
         except AttributeError as e:  # a Ray without RayTrainWorker.execute: train on, without a graceful SIGTERM
             print(f"padnet-dist ray worker: rank {rank}: SIGTERM will end this rank at once ({e})", flush=True)
 
@@ -182,9 +185,9 @@ class RayTrainHooks(TrainHooks):
             )
 
     def close(self) -> None:
-        if self._previous_sigterm is not None:
-            _on_actor_main_thread(_restore_sigterm, self._previous_sigterm)
-            self._previous_sigterm = None
+        if self._sigterm_noted:
+            _on_actor_main_thread(_restore_sigterm)
+            self._sigterm_noted = False
 
     def wait_for_reclaim(self) -> None:
         """Wait, after the preemption commit, for Ray to tear this group down; raise if it never does.
