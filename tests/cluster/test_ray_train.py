@@ -292,16 +292,16 @@ def test_a_spot_reclaim_and_a_sigterm_each_commit_and_the_run_ends_bitwise_equal
 
     client = JobSubmissionClient(ray_cluster.dashboard)
     manifest = write_tiny_shards(str(tmp_path / "shards"))
-    # 24 steps (2 ranks, 4 steps per epoch, 6 epochs), no periodic checkpoint: a commit before the end can only
+    # 32 steps (2 ranks, 4 steps per epoch, 8 epochs), no periodic checkpoint: a commit before the end can only
     # come from the stop; Ray Train polls drains every 0.5 s instead of every 5 s to keep the test short.
-    common = ("phases.phase1.epochs=6", "run.checkpoint_every_steps=0")
+    common = ("phases.phase1.epochs=8", "run.checkpoint_every_steps=0")
     env = {"RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": "0.5"}
 
     started = time.monotonic()
     straight_dir = str(tmp_path / "straight")
     straight = _wait(client, _submit(client, *tiny_overrides(manifest, straight_dir, *common), "--num-workers", "2",
                                      env=env), started)[0]  # fmt: skip
-    assert straight["finished"] and straight["step"] == 24 and straight["resumed_from"] is None
+    assert straight["finished"] and straight["step"] == 32 and straight["resumed_from"] is None
 
     run_dir = str(tmp_path / "run")
     phase_dir, st = ckpt.phase_dir(run_dir, 1), storage_for(run_dir)
@@ -348,15 +348,15 @@ def test_a_spot_reclaim_and_a_sigterm_each_commit_and_the_run_ends_bitwise_equal
     result, logs = _wait(client, job, started)
     notice = re.search(r"rank 0: committed step (\d+) ([\d.]+) s after the stop notice", logs)
     print(f"preemption notice seen by rank 0 -> committed step {notice[1]}: {notice[2]} s", file=sys.stderr)
-    assert step1 < step2 < 24
-    assert result["finished"] and result["step"] == 24
+    assert step1 < step2 < 32
+    assert result["finished"] and result["step"] == 32
     assert result["resumed_from"] == ckpt.checkpoint_url(phase_dir, step2)
     assert "Source: preemption" in logs  # Ray counted the reclaim against max_preemption_failures
     assert "preemption notice for ranks" in logs and "rank 1: SIGTERM: committing after this step" in logs
     # Ray's Result follows our commits: the final one, with its metrics
     assert result["ray_result"]["checkpoint"] == result["checkpoint"]
-    assert result["ray_result"]["metrics"]["step"] == 24
-    assert [r["step"] for r in _records(run_dir, 0)] == list(range(1, 25))  # each step once, as the weights saw it
+    assert result["ray_result"]["metrics"]["step"] == 32
+    assert [r["step"] for r in _records(run_dir, 0)] == list(range(1, 33))  # each step once, as the weights saw it
 
     _, want = read_inference_checkpoint(straight["checkpoint"])
     _, got = read_inference_checkpoint(result["checkpoint"])
