@@ -3,15 +3,22 @@
 ``run_on_ray`` trains one phase with Ray Train: a ``TorchTrainer`` starts ``num_workers`` workers, Ray creates
 their process group, and each worker builds its ``World`` with ``world_from_ray_context`` and calls the same
 ``train(cfg, world)`` every launcher calls. Our checkpoints in ``run.dir`` are the source of truth for resume:
-a worker group restarted after a failure (``FailureConfig(max_failures)``) and a re-submitted job both continue
-from the newest committed checkpoint because ``run.resume=auto``. Ray's own checkpoint mechanism is not used;
-Ray keeps only its run record under ``{run.dir}/ray/phase{p}`` (the ``RunConfig`` name and storage path), so
-re-submitting the same command continues the same Ray run as well.
+a worker group restarted after a failure (``FailureConfig(max_failures)``) or a node preemption
+(``max_preemption_failures``) and a re-submitted job all continue from the newest committed checkpoint because
+``run.resume=auto``. ``RayTrainHooks`` joins Ray to the loop: a preemption notice or a SIGTERM to a worker
+process stops every rank after the current step with a committed checkpoint, and each commit is reported to
+Ray (metrics plus a pointer to the committed checkpoint, never the weights) so the dashboard and ``Result``
+show progress. Ray keeps its run record under ``{run.dir}/ray/phase{p}`` (the ``RunConfig`` name and storage
+path), so re-submitting the same command continues the same Ray run as well.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,9 +30,13 @@ from padnet_dist.errors import UserError
 from padnet_dist.launch import DEFAULT_MASTER_PORT
 from padnet_dist.storage import join_url
 from padnet_dist.storage.url import is_s3, local_path, split_s3
+from padnet_dist.train.hooks import TrainHooks
 from padnet_dist.world import World
 
 RAY_RECORD_DIR = "ray"  # below run.dir: Ray's run record (not our checkpoints)
+POINTER_FILE = "padnet_checkpoint.json"  # what a checkpoint reported to Ray holds: our committed checkpoint's URL
+RECLAIM_WAIT_MARGIN_S = 120.0  # how long past the drain deadline a preempted rank waits for Ray to restart it
+RAY_DEFAULT_PREEMPTION_DEADLINE_S = 120.0  # Ray Train's wait for a drain that names no deadline
 
 
 def world_from_train_context(context: Any, *, num_nodes: int, environ: Mapping[str, str]) -> World:
@@ -78,8 +89,134 @@ def _count_nodes(context: Any) -> int:
     return max(node_rank + 1, -(-world_size // local))
 
 
+class TrainingInterrupted(RuntimeError):
+    """A worker group stopped early with a committed checkpoint; Ray restarts it and it resumes there."""
+
+
+_sigterm_seen = threading.Event()  # set by this process's SIGTERM handler, read by the training thread
+_replaced_sigterm_handlers: list[Any] = []  # Ray's handler while ours is installed
+
+
+def _note_sigterm(_signum: int, _frame: object) -> None:
+    _sigterm_seen.set()
+
+
+def _install_sigterm_note() -> None:
+    """Make SIGTERM set ``_sigterm_seen`` instead of ending the process, until ``_restore_sigterm``.
+
+    Runs on the worker actor's main thread (Python installs signal handlers there only). Ray's own handler
+    there would raise ``SystemExit`` and kill the rank mid-step, losing everything since the last commit.
+    """
+    _replaced_sigterm_handlers.append(signal.signal(signal.SIGTERM, _note_sigterm))
+
+
+def _restore_sigterm() -> None:
+    while _replaced_sigterm_handlers:
+        signal.signal(signal.SIGTERM, _replaced_sigterm_handlers.pop())
+
+
+def _on_actor_main_thread(fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` on this Ray Train worker's main thread and return its result.
+
+    The training loop runs in a thread of the worker actor; the actor's main thread is idle meanwhile and
+    runs the actor's methods. ``execute(fn)`` is Ray Train's own method for running a function there (Ray
+    2.60; ``tests/cluster/test_ray_train.py`` pins it by sending a worker SIGTERM).
+    """
+    import ray
+
+    return ray.get(ray.get_runtime_context().current_actor.execute.remote(fn, *args))
+
+
+class RayTrainHooks(TrainHooks):
+    """Ray Train's part in the loop: preemption notices and SIGTERM stop the run; commits are reported.
+
+    Build it in the training function (a worker's training thread) of every rank. ``should_stop`` asks Ray
+    for a preemption notice (``ray.train.get_preemption_info()``, a barrier: one call per step on every rank)
+    and reads whether this process got SIGTERM. ``on_commit`` reports the metrics and, from rank 0, a tiny
+    checkpoint directory holding our checkpoint's URL (``POINTER_FILE``), so Ray's ``Result.checkpoint`` and
+    ``Result.metrics`` follow our commits. ``close()`` gives SIGTERM back to Ray.
+    """
+
+    def __init__(self, *, rank: int) -> None:
+        self.rank = rank
+        self.preemption: Any = None  # Ray's PreemptionInfo, the same on every rank once seen
+        self.notice_monotonic: float | None = None  # when this rank first saw a preemption or SIGTERM
+        self._sigterm_noted = False
+        try:
+            _on_actor_main_thread(_install_sigterm_note)
+            self._sigterm_noted = True
+        except AttributeError as e:  # a Ray without RayTrainWorker.execute: train on, without a graceful SIGTERM
+            print(f"padnet-dist ray worker: rank {rank}: SIGTERM will end this rank at once ({e})", flush=True)
+
+    def should_stop(self) -> bool:
+        import ray.train
+
+        info = ray.train.get_preemption_info()
+        if info is not None and self.preemption is None:
+            self.preemption = info
+            print(
+                f"padnet-dist ray worker: rank {self.rank}: preemption notice for ranks {info.preempted_ranks} "
+                f"(deadline in {_seconds_until(info.deadline_ms):.1f} s): committing after this step",
+                flush=True,
+            )
+        if _sigterm_seen.is_set() and self.notice_monotonic is None:
+            print(f"padnet-dist ray worker: rank {self.rank}: SIGTERM: committing after this step", flush=True)
+        stop = info is not None or _sigterm_seen.is_set()
+        if stop and self.notice_monotonic is None:
+            self.notice_monotonic = time.monotonic()
+        return stop
+
+    def on_commit(self, url: str, step: int, metrics: dict[str, float]) -> None:
+        import ray.train
+
+        metrics = {**metrics, "step": step, "checkpoint_url": url}
+        if self.rank != 0:
+            ray.train.report(metrics)  # every rank reports as often as rank 0: report() is a barrier
+            return
+        with tempfile.TemporaryDirectory(prefix="padnet-ray-pointer-") as pointer_dir:
+            with open(os.path.join(pointer_dir, POINTER_FILE), "w", encoding="utf-8") as f:
+                json.dump({"checkpoint": url, "step": step}, f)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(pointer_dir))
+        if self.notice_monotonic is not None:
+            print(
+                f"padnet-dist ray worker: rank 0: committed step {step} {time.monotonic() - self.notice_monotonic:.1f}"
+                " s after the stop notice",
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self._sigterm_noted:
+            _on_actor_main_thread(_restore_sigterm)
+            self._sigterm_noted = False
+
+    def wait_for_reclaim(self) -> None:
+        """Wait, after the preemption commit, for Ray to tear this group down; raise if it never does.
+
+        Returning would end the run as finished (Ray Train treats a clean return as success even during a
+        preemption) and raising would spend ``max_failures``; waiting lets Ray restart the group at the drain
+        deadline as a preemption, counted against ``max_preemption_failures``.
+        """
+        wait_s = _seconds_until(self.preemption.deadline_ms) if self.preemption.deadline_ms else 0.0
+        wait_s = max(wait_s, 0.0 if self.preemption.deadline_ms else RAY_DEFAULT_PREEMPTION_DEADLINE_S)
+        time.sleep(wait_s + RECLAIM_WAIT_MARGIN_S)
+        raise TrainingInterrupted(
+            f"rank {self.rank}: preempted ranks {self.preemption.preempted_ranks} were not reclaimed by the drain "
+            "deadline; stopping with the committed checkpoint (a restart resumes there)"
+        )
+
+
+def _seconds_until(deadline_ms: int | None) -> float:
+    return float("inf") if not deadline_ms else deadline_ms / 1000.0 - time.time()
+
+
 def _train_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
-    """Ray Train's per-worker loop: the config arrives as YAML text; the return value of rank 0 is the summary."""
+    """Ray Train's per-worker loop: the config arrives as YAML text; the return value of rank 0 is the summary.
+
+    A run stopped early (preemption notice, SIGTERM) has committed its checkpoint; it must not return, or Ray
+    would record the run as finished. After a preemption notice every rank waits for the reclaim (Ray then
+    restarts the group as a preemption); after a SIGTERM every rank raises ``TrainingInterrupted`` (a failure:
+    Ray restarts the group if ``max_failures`` allows). Either way the new group resumes from that checkpoint.
+    """
     from padnet_dist.train import train
 
     cfg = from_yaml_text(loop_config["config_yaml"])
@@ -89,7 +226,20 @@ def _train_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         f"node {world.node_rank} of {world.num_nodes}, pid {os.getpid()}, phase {cfg.phase}",
         flush=True,
     )
-    summary = train(cfg, world)
+    hooks = RayTrainHooks(rank=world.rank)
+    try:
+        summary = train(cfg, world, hooks=hooks)
+    finally:
+        hooks.close()
+    stop_step = min(summary["total_steps"], cfg.run.max_steps or summary["total_steps"])
+    if summary["stopped_by_signal"] and summary["step"] < stop_step:
+        print(f"padnet-dist ray worker: rank {world.rank} stopped at step {summary['step']}, committed", flush=True)
+        if hooks.preemption is not None:
+            hooks.wait_for_reclaim()
+        raise TrainingInterrupted(
+            f"rank {world.rank}: stopped by SIGTERM after committing step {summary['step']} "
+            f"({summary['checkpoint']}); a restart resumes there"
+        )
     print(f"padnet-dist ray worker: rank {world.rank} done at step {summary['step']}", flush=True)
     return summary
 
@@ -154,6 +304,7 @@ def run_on_ray(
     use_gpu: bool = False,
     cpus_per_worker: float = 1.0,
     max_failures: int = 0,
+    max_preemption_failures: int = -1,
     address: str = "",
     name: str = "",
     storage_path: str = "",
@@ -162,23 +313,29 @@ def run_on_ray(
 
     ``address``: the Ray cluster ("" = the one this job runs on: RAY_ADDRESS, else a running local head).
     ``name``/``storage_path``: Ray's run record, by default ``phase{p}`` below ``{run.dir}/ray``; the same pair
-    continues the same Ray run. ``max_failures``: worker-group restarts after a worker dies; each restart
-    resumes from the newest committed checkpoint in ``run.dir``.
+    continues the same Ray run. ``max_failures``: worker-group restarts after a worker dies or is stopped by
+    SIGTERM; ``max_preemption_failures``: restarts after a node of the run is preempted (-1: no limit). Each
+    restart resumes from the newest committed checkpoint in ``run.dir``.
     """
     if num_workers < 1:
         raise UserError(f"--num-workers {num_workers}: give at least 1 worker")
     if cpus_per_worker <= 0 or max_failures < 0:
         raise UserError("--cpus-per-worker must be > 0 and --max-failures >= 0")
+    if max_preemption_failures < -1:
+        raise UserError(f"--max-preemption-failures {max_preemption_failures}: give -1 (no limit), 0 or more")
     if use_gpu and cfg.engine.device == "cpu":
         raise UserError("--use-gpu with engine.device=cpu: drop --use-gpu or set engine.device=auto")
     if not use_gpu and cfg.engine.device == "cuda":
         raise UserError("engine.device=cuda without --use-gpu: Ray gives the workers no GPU; add --use-gpu")
-    if cfg.run.resume == "never" and max_failures > 0:
-        raise UserError("run.resume=never with --max-failures > 0: a restarted group would start over; use auto")
+    if cfg.run.resume != "auto" and (max_failures > 0 or max_preemption_failures != 0):
+        raise UserError(
+            f"run.resume={cfg.run.resume} with restarts: a restarted group would not continue from its own "
+            "checkpoints; use run.resume=auto, or --max-failures 0 --max-preemption-failures 0"
+        )
     cfg = prepare_config(cfg)
 
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     if not ray.is_initialized():
@@ -209,7 +366,9 @@ def run_on_ray(
             name=name or f"phase{cfg.phase}",
             storage_path=path,
             storage_filesystem=filesystem,
-            failure_config=FailureConfig(max_failures=max_failures),
+            failure_config=FailureConfig(max_failures=max_failures, max_preemption_failures=max_preemption_failures),
+            # Ray keeps pointers to our commits (a few bytes each), as many as run.keep_last keeps checkpoints
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_last),
         ),
     )
     started = time.perf_counter()
@@ -222,7 +381,17 @@ def run_on_ray(
         raise
     summary = dict(result.return_value or {})
     summary["ray_wall_s"] = round(time.perf_counter() - started, 1)
+    summary["ray_result"] = {"path": result.path, "metrics": result.metrics, "checkpoint": _pointer(result)}
     return summary
+
+
+def _pointer(result: Any) -> str | None:
+    """Our committed checkpoint that Ray's ``Result.checkpoint`` points to (``POINTER_FILE``), if any."""
+    if result.checkpoint is None:
+        return None
+    with result.checkpoint.as_directory() as directory:
+        path = Path(directory) / POINTER_FILE
+        return json.loads(path.read_text())["checkpoint"] if path.exists() else None
 
 
 def _user_error_of(error: BaseException) -> UserError | None:

@@ -22,8 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="K",
-        help="restart the worker group up to K times after a worker dies; each restart resumes from the newest "
-        "committed checkpoint in run.dir",
+        help="restart the worker group up to K times after a worker dies or is stopped by SIGTERM; each restart "
+        "resumes from the newest committed checkpoint in run.dir",
+    )
+    parser.add_argument(
+        "--max-preemption-failures",
+        type=int,
+        default=-1,
+        metavar="K",
+        help="restart up to K times after a node of the run is preempted (-1: no limit; counted apart from "
+        "--max-failures); the preemption notice makes every rank commit after its current step",
     )
     parser.add_argument(
         "--address", default="", metavar="ADDR", help="Ray cluster (default: RAY_ADDRESS, else the local head)"
@@ -44,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         use_gpu=args.use_gpu,
         cpus_per_worker=args.cpus_per_worker,
         max_failures=args.max_failures,
+        max_preemption_failures=args.max_preemption_failures,
         address=args.address,
         name=args.name,
         storage_path=args.storage_path,

@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def train(cfg: Any, world: Any) -> dict[str, Any]:
+def train(cfg: Any, world: Any, *, hooks: Any = None) -> dict[str, Any]:
     """See ``padnet_dist.train.loop.train``."""
     from padnet_dist.train.loop import train as _train
 
-    return _train(cfg, world)
+    return _train(cfg, world, hooks=hooks)
 
 
 def read_inference_checkpoint(url: str, storage_cfg: Any = None) -> tuple[Any, dict]:

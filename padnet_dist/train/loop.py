@@ -16,6 +16,7 @@ from padnet_dist.objective import compute_losses
 from padnet_dist.storage import join_url, storage_for
 from padnet_dist.train import checkpoint
 from padnet_dist.train import engine as seam
+from padnet_dist.train.hooks import TrainHooks
 from padnet_dist.train.logging import RunLogger
 from padnet_dist.train.rng import rng_state, seed_everything, set_rng_state
 from padnet_dist.train.schedule import lr_at
@@ -24,13 +25,15 @@ from padnet_dist.world import World
 TARGETS = ("semantic", "depth", "normals", "contour", "valid")
 
 
-def train(cfg: Config, world: World) -> dict[str, Any]:
+def train(cfg: Config, world: World, *, hooks: TrainHooks | None = None) -> dict[str, Any]:
     """Train phase ``cfg.phase`` on this rank of ``world``; return a summary (losses are this rank's).
 
     Phase 1 trains the front end with scene parsing only; phase 2 trains the whole network with all six
     losses, starting from phase 1's final checkpoint (paper §4.1). Resumes per ``run.resume``. Ends with a
-    committed checkpoint: at the last step, at ``run.max_steps``, or after the step during which SIGTERM came.
+    committed checkpoint: at the last step, at ``run.max_steps``, or after the step during which SIGTERM came
+    or ``hooks.should_stop()`` said so. ``hooks``: a launcher's part in the loop (``TrainHooks``).
     """
+    hooks = hooks if hooks is not None else TrainHooks()
     phase = cfg.phase
     phase_cfg = cfg.phases.phase1 if phase == 1 else cfg.phases.phase2
     phase_dir = checkpoint.phase_dir(cfg.run.dir, phase)
@@ -113,6 +116,7 @@ def train(cfg: Config, world: World) -> dict[str, Any]:
             storage=storage,
             extra_uploads=logger.uploads(),
         )
+        hooks.on_commit(url, step, {"step": float(step), **last})
         return url
 
     stop = StopRequest()  # SIGTERM (scancel, preemption, a launcher stopping its ranks): checkpoint, then stop
@@ -172,7 +176,8 @@ def train(cfg: Config, world: World) -> dict[str, Any]:
                 saved_step = step
             # A sync point: all ranks must stop after the same step, or the others would wait in the next
             # all-reduce; a signal seen by any rank stops every rank.
-            stop.agreed = seam.any_rank(stop.requested)
+            # should_stop() first: it may be a collective, so no rank may skip it by short-circuiting.
+            stop.agreed = seam.any_rank(hooks.should_stop() or stop.requested)
 
         if step % steps_per_epoch == 0 and _eval_due(cfg, step // steps_per_epoch, phase_cfg.epochs):
             _evaluate(engine, cfg, world, device, logger, step)

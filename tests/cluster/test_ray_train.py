@@ -1,4 +1,5 @@
-"""Ray Train through the Ray Jobs API on a real local Ray head: a killed worker, re-submission, both phases."""
+"""Ray Train through the Ray Jobs API on a real local Ray cluster: a killed worker, re-submission, both phases, a
+node drained for preemption then a SIGTERM to a worker in one run, ending bitwise equal to an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
 from padnet_dist.cli import main as cli_main
 from padnet_dist.config import load_config
 from padnet_dist.errors import UserError
 from padnet_dist.launch import free_port
-from padnet_dist.storage import storage_for
+from padnet_dist.storage import join_url, storage_for
 from padnet_dist.train import checkpoint as ckpt
+from padnet_dist.train import read_inference_checkpoint
 from tests.train.tiny_run import REPO, tiny_overrides, write_tiny_shards
 
 RAY = Path(sys.executable).parent / "ray"
@@ -49,12 +52,15 @@ def _session_processes(sid: int) -> list[psutil.Process]:
     return found
 
 
-def _stop_session(head: subprocess.Popen) -> None:
-    """Stop every process of the head's own session, by pid (``ray stop`` would stop every Ray on the host)."""
-    procs = _session_processes(head.pid)
+def _stop_session(leader: subprocess.Popen, sig: signal.Signals = signal.SIGTERM) -> None:
+    """Stop every process of ``leader``'s own session, by pid (``ray stop`` would stop every Ray on the host).
+
+    A `ray start` node's raylet, agents and workers all stay in the session its ``start_new_session`` began.
+    """
+    procs = _session_processes(leader.pid)
     for p in procs:
         try:
-            p.send_signal(signal.SIGTERM)
+            p.send_signal(sig)
         except psutil.Error:
             pass
     _, alive = psutil.wait_procs(procs, timeout=5)
@@ -64,52 +70,109 @@ def _stop_session(head: subprocess.Popen) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(alive, timeout=15)
-    if head.poll() is None:
-        head.kill()
-    head.wait()
+    if leader.poll() is None:
+        leader.kill()
+    leader.wait()
 
 
-@pytest.fixture(scope="module")
-def ray_dashboard() -> Iterator[str]:
-    """A real Ray head (2 CPUs, dashboard and Jobs API) in its own session; yields the dashboard URL."""
-    if not RAY.exists():
-        _unavailable(f"{RAY} is missing: pip install 'ray[default]'")
-    # Ray's socket paths must stay under ~107 characters: a short temp dir, not pytest's tmp_path
-    temp_dir = tempfile.mkdtemp(prefix="pdray-", dir="/tmp")
-    dashboard_port = free_port()
-    cmd = [
-        str(RAY), "start", "--head", "--block", "--num-cpus", "2", "--disable-usage-stats",
-        "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-        "--port", str(free_port()), "--ray-client-server-port", str(free_port()),
-        "--dashboard-agent-listen-port", str(free_port()), "--temp-dir", temp_dir,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    started = time.monotonic()
-    log = open(Path(temp_dir) / "head.log", "wb")  # noqa: SIM115 - closed in teardown
-    head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{dashboard_port}"
-    try:
+class LocalRayCluster:
+    """A real Ray cluster on this host: a head with the dashboard (1 CPU) and worker nodes (1 CPU each).
+
+    Two Ray Train workers of 1 CPU land one on the head and one on the worker node, so a worker node can be
+    drained and reclaimed as a cloud provider would reclaim a spot instance. Each node is a ``ray start
+    --block`` in its own session, stopped by its processes' ids.
+    """
+
+    def __init__(self) -> None:
+        # Ray's socket paths must stay under ~107 characters: a short temp dir, not pytest's tmp_path
+        self.temp_dir = tempfile.mkdtemp(prefix="pdray-", dir="/tmp")
+        self.gcs_address = f"127.0.0.1:{free_port()}"
+        self.dashboard = f"http://127.0.0.1:{free_port()}"
+        self.head: subprocess.Popen | None = None
+        self.worker_nodes: list[subprocess.Popen] = []
+        self._logs: list = []
+
+    def _start(self, name: str, *args: str) -> subprocess.Popen:
+        cmd = [str(RAY), "start", "--block", "--num-cpus", "1", "--disable-usage-stats", "--temp-dir", self.temp_dir]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        log = open(Path(self.temp_dir) / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._logs.append(log)
+        return subprocess.Popen([*cmd, *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def start_head(self) -> None:
+        started = time.monotonic()
+        self.head = self._start(
+            "head", "--head", "--port", self.gcs_address.split(":")[1], "--include-dashboard", "true",
+            "--dashboard-host", "127.0.0.1", "--dashboard-port", self.dashboard.rsplit(":", 1)[1],
+            "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
+        )  # fmt: skip
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/api/version", timeout=2) as r:
+                with urllib.request.urlopen(f"{self.dashboard}/api/version", timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
                 pass
-            if head.poll() is not None or time.monotonic() - started > HEAD_START_TIMEOUT_S:
-                _stop_session(head)
-                tail = (Path(temp_dir) / "head.log").read_text(errors="replace")[-2000:]
-                _unavailable(f"the Ray head did not start (exit code {head.poll()}): {tail}")
+            if self.head.poll() is not None or time.monotonic() - started > HEAD_START_TIMEOUT_S:
+                tail = (Path(self.temp_dir) / "head.log").read_text(errors="replace")[-2000:]
+                _unavailable(f"the Ray head did not start (exit code {self.head.poll()}): {tail}")
             time.sleep(0.5)
         print(f"\nRay head up in {time.monotonic() - started:.1f} s", file=sys.stderr)
-        yield url
+
+    def alive_worker_node_ids(self) -> list[str]:
+        from ray.util.state import list_nodes
+
+        return [n.node_id for n in list_nodes(address=self.dashboard) if not n.is_head_node and n.state == "ALIVE"]
+
+    def add_worker_node(self) -> subprocess.Popen:
+        """One more worker node (a second raylet on this host); returns once Ray lists it alive."""
+        before = set(self.alive_worker_node_ids())
+        node = self._start(f"worker{len(self.worker_nodes)}", "--address", self.gcs_address)
+        self.worker_nodes.append(node)
+        started = time.monotonic()
+        while not set(self.alive_worker_node_ids()) - before:
+            if node.poll() is not None or time.monotonic() - started > HEAD_START_TIMEOUT_S:
+                pytest.fail(f"the Ray worker node did not join (exit code {node.poll()})")
+            time.sleep(0.5)
+        return node
+
+    def drain_for_preemption(self, node_id: str, deadline_s: int) -> None:
+        """What a cloud autoscaler does on a spot reclaim notice: drain the node with a deadline."""
+        subprocess.run(
+            [str(RAY), "drain-node", "--address", self.gcs_address, "--node-id", node_id,
+             "--reason", "DRAIN_NODE_REASON_PREEMPTION", "--reason-message", "spot instance reclaim (test)",
+             "--deadline-remaining-seconds", str(deadline_s)],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+    def reclaim(self, node: subprocess.Popen) -> None:
+        """The instance goes away: every process of the node dies at once (Ray itself never kills a drained node)."""
+        _stop_session(node, signal.SIGKILL)
+        self.worker_nodes.remove(node)
+
+    def stop(self) -> None:
+        for node in [*self.worker_nodes, *([self.head] if self.head else [])]:
+            _stop_session(node)
+        for log in self._logs:
+            log.close()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[LocalRayCluster]:
+    """A real Ray head (dashboard and Jobs API) and one worker node, each in its own session."""
+    if not RAY.exists():
+        _unavailable(f"{RAY} is missing: pip install 'ray[default]'")
+    cluster = LocalRayCluster()
+    try:
+        cluster.start_head()
+        cluster.add_worker_node()
+        yield cluster
     finally:
-        _stop_session(head)
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        cluster.stop()
 
 
-def _submit(client, *args: str) -> str:
+def _submit(client, *args: str, env: dict[str, str] | None = None) -> str:
     entrypoint = shlex.join(
         [sys.executable, "-m", "padnet_dist.cli", "ray-train", "--config", str(REPO / "configs/tiny.yaml"), *args]
     )
@@ -118,6 +181,7 @@ def _submit(client, *args: str) -> str:
         "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"],  # the compiled DeepSpeed op (tiny_run sets it)
         "PYTHONUNBUFFERED": "1",
         "RAY_DEDUP_LOGS": "0",  # keep each rank's lines in the job logs
+        **(env or {}),
     }
     return client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": env_vars})
 
@@ -140,10 +204,10 @@ def _wait(client, job_id: str, started: float) -> tuple[dict, str]:
 
 
 @pytest.mark.integration
-def test_two_phases_as_ray_jobs_with_a_worker_killed(ray_dashboard, tmp_path):
+def test_two_phases_as_ray_jobs_with_a_worker_killed(ray_cluster, tmp_path):
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(ray_dashboard)
+    client = JobSubmissionClient(ray_cluster.dashboard)
     manifest = write_tiny_shards(str(tmp_path / "shards"))
     run_dir = str(tmp_path / "run")
     phase1_dir = ckpt.phase_dir(run_dir, 1)
@@ -195,6 +259,113 @@ def test_two_phases_as_ray_jobs_with_a_worker_killed(ray_dashboard, tmp_path):
     assert re.search(r"rank 1 of 2, .*phase 2", logs)
 
 
+def _records(run_dir: str, rank: int) -> list[dict]:
+    path = Path(run_dir, f"phase1/logs/rank{rank}.jsonl")
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.endswith("}")]  # the last line may be half written
+
+
+def _wait_for(what: str, condition, client, job: str, started: float, poll_s: float = 0.2):
+    while not (found := condition()):
+        if time.monotonic() - started > JOB_TIMEOUT_S:
+            pytest.fail(f"{what}: not within {JOB_TIMEOUT_S} s:\n{client.get_job_logs(job)[-6000:]}")
+        if client.get_job_status(job).is_terminal():
+            pytest.fail(f"{what}: the job ended first:\n{client.get_job_logs(job)[-6000:]}")
+        time.sleep(poll_s)
+    return found
+
+
+def _new_commit(phase_dir: str, st, after_step: int) -> tuple[int, float] | None:
+    """``(step, commit time)`` of the newest committed checkpoint past ``after_step``, if one exists."""
+    committed = [(s, u) for s, u in ckpt.list_committed(phase_dir, st) if s > after_step]
+    if not committed:
+        return None
+    step, url = committed[-1]
+    return step, json.loads(st.read_bytes(join_url(url, ckpt.COMMIT_MARKER)))["time"]
+
+
+@pytest.mark.integration
+def test_a_spot_reclaim_and_a_sigterm_each_commit_and_the_run_ends_bitwise_equal(ray_cluster, tmp_path):
+    """A node drained for preemption and a SIGTERM to one worker process each stop every rank after its
+    current step with a committed checkpoint; Ray restarts the group (a preemption, then a failure) and the
+    run resumes there, ending with the weights of an uninterrupted run, bit for bit."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(ray_cluster.dashboard)
+    manifest = write_tiny_shards(str(tmp_path / "shards"))
+    # 32 steps (2 ranks, 4 steps per epoch, 8 epochs), no periodic checkpoint: a commit before the end can only
+    # come from the stop; Ray Train polls drains every 0.5 s instead of every 5 s to keep the test short.
+    common = ("phases.phase1.epochs=8", "run.checkpoint_every_steps=0")
+    env = {"RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": "0.5"}
+
+    started = time.monotonic()
+    straight_dir = str(tmp_path / "straight")
+    straight = _wait(client, _submit(client, *tiny_overrides(manifest, straight_dir, *common), "--num-workers", "2",
+                                     env=env), started)[0]  # fmt: skip
+    assert straight["finished"] and straight["step"] == 32 and straight["resumed_from"] is None
+
+    run_dir = str(tmp_path / "run")
+    phase_dir, st = ckpt.phase_dir(run_dir, 1), storage_for(run_dir)
+    started = time.monotonic()
+    job = _submit(client, *tiny_overrides(manifest, run_dir, *common), "--num-workers", "2", "--max-failures", "1",
+                  "--max-preemption-failures", "1", env=env)  # fmt: skip
+
+    # 1. A spot reclaim: the worker node is drained with a deadline, then goes away; a new node replaces it.
+    _wait_for("training", lambda: len(_records(run_dir, 0)) >= 2, client, job, started)
+    (node_id,) = ray_cluster.alive_worker_node_ids()
+    (old_node,) = ray_cluster.worker_nodes
+    drain_deadline_s = 10
+    drain_requested_at = time.time()
+    ray_cluster.drain_for_preemption(node_id, drain_deadline_s)
+    drained_at = time.time()  # the drain is in force once the command returns
+    step1, commit1_at = _wait_for(
+        "a commit after the drain", lambda: _new_commit(phase_dir, st, 0), client, job, started
+    )
+    print(
+        f"\ndrain -> committed step {step1}: {commit1_at - drained_at:.1f} s after `ray drain-node` returned "
+        f"({commit1_at - drain_requested_at:.1f} s after it was started)",
+        file=sys.stderr,
+    )
+    ray_cluster.add_worker_node()  # the autoscaler's replacement
+    time.sleep(max(0.0, drain_requested_at + drain_deadline_s - time.time()))
+    ray_cluster.reclaim(old_node)
+
+    # 2. A SIGTERM to rank 1's process in the restarted group, once that group trains again.
+    _wait_for("training after the restart", lambda: any(r["step"] > step1 for r in _records(run_dir, 1)),
+              client, job, started)  # fmt: skip
+    first_pid = int(re.search(r"rank 1 of 2, .*pid (\d+), phase 1", client.get_job_logs(job)).group(1))
+
+    def restarted_rank1_pid() -> int | None:
+        pids = [int(p) for p in re.findall(r"rank 1 of 2, .*pid (\d+), phase 1", client.get_job_logs(job))]
+        return next((p for p in pids if p != first_pid), None)
+
+    pid = _wait_for("rank 1 of the restarted group in the logs", restarted_rank1_pid, client, job, started)
+    signalled_at = time.time()
+    os.kill(pid, signal.SIGTERM)
+    step2, commit2_at = _wait_for("a commit after SIGTERM", lambda: _new_commit(phase_dir, st, step1),
+                                  client, job, started)  # fmt: skip
+    print(f"SIGTERM -> committed step {step2}: {commit2_at - signalled_at:.1f} s", file=sys.stderr)
+
+    result, logs = _wait(client, job, started)
+    notice = re.search(r"rank 0: committed step (\d+) ([\d.]+) s after the stop notice", logs)
+    print(f"preemption notice seen by rank 0 -> committed step {notice[1]}: {notice[2]} s", file=sys.stderr)
+    assert step1 < step2 < 32
+    assert result["finished"] and result["step"] == 32
+    assert result["resumed_from"] == ckpt.checkpoint_url(phase_dir, step2)
+    assert "Source: preemption" in logs  # Ray counted the reclaim against max_preemption_failures
+    assert "preemption notice for ranks" in logs and "rank 1: SIGTERM: committing after this step" in logs
+    # Ray's Result follows our commits: the final one, with its metrics
+    assert result["ray_result"]["checkpoint"] == result["checkpoint"]
+    assert result["ray_result"]["metrics"]["step"] == 32
+    assert [r["step"] for r in _records(run_dir, 0)] == list(range(1, 33))  # each step once, as the weights saw it
+
+    _, want = read_inference_checkpoint(straight["checkpoint"])
+    _, got = read_inference_checkpoint(result["checkpoint"])
+    assert want.keys() == got.keys()
+    for key in want:
+        assert torch.equal(want[key], got[key]), f"{key} differs from the uninterrupted run"
+
+
 def test_world_from_ray_context_maps_ranks_and_nodes():
     from ray.train.v2.api.context import LocalTrainContext
 
@@ -240,3 +411,8 @@ def test_bad_arguments_fail_in_one_line_before_any_cluster_is_contacted(tmp_path
     assert "add --use-gpu" in capsys.readouterr().err
     assert cli_main([*args[:3], "run.dir=runs/rel", "--num-workers", "2"]) == 2
     assert "is relative" in capsys.readouterr().err
+    assert cli_main([*args, "--num-workers", "2", "--max-preemption-failures", "-2"]) == 2
+    assert "--max-preemption-failures -2: give -1 (no limit), 0 or more" in capsys.readouterr().err
+    # a restarted group must continue from its own commits, not from a fixed checkpoint again
+    assert cli_main([*args, "run.resume=never", "--num-workers", "2"]) == 2
+    assert "use run.resume=auto, or --max-failures 0 --max-preemption-failures 0" in capsys.readouterr().err
