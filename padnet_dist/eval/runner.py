@@ -1,8 +1,8 @@
 """Distributed evaluation: every rank scores its share of the split; the sums are added across ranks.
 
-Each metric is an accumulator of sums (``state()`` is a float64 tensor of counts and sums), so adding the
-states of all ranks gives exactly the numbers one process would compute over the whole split: the result
-does not depend on the world size. Padding samples (``valid`` False, added so every rank runs the same
+Each metric is an accumulator of sums (``state()`` is a tensor of integer counts and per-sample float64 sums), so
+adding the states of all ranks gives the numbers one process would compute over the whole split, up to float64
+rounding, whatever the world size (see ``evaluate`` for when the per-sample predictions are themselves identical). Padding samples (``valid`` False, added so every rank runs the same
 number of batches) are never counted.
 """
 
@@ -225,10 +225,14 @@ def evaluate(
     ``world.world_size > 1``; every rank returns the same dict:
     ``{"dataset", "num_samples", "depth": {rel, rms, log10, delta1..3, num_pixels, note}, "semantic": {miou,
     mean_acc, pixel_acc, iou, acc, num_pixels}, "normals"?, "contour"?, "cityscapes"?}``.
-    The sums make the result independent of the world size up to float64 rounding, given the same per-sample
-    predictions: with eval batches of one sample (``data.eval_batch_size=1``, the default) they are bitwise equal;
-    larger batches group samples differently on different world sizes, and CPU kernels may then round the
-    network's fp32 outputs differently (about 1e-6 relative).
+    The metric layer is independent of the world size and of ``eval_batch_size`` up to float64 rounding (about
+    1e-15 relative), given the same per-sample predictions: every float sum is formed per sample in float64 and
+    counts are integers (``eval.metrics``). The predictions themselves are fp32 network outputs, and CPU kernels
+    round them differently with the number of threads and the samples batched together (measured on the tiny model:
+    up to about 6e-6 absolute in depth), so two runs give bitwise the same predictions, and metrics equal to 1e-12,
+    when every rank runs the same number of threads (``OMP_NUM_THREADS``; ``--nproc N`` gives each rank
+    cpu_count // N unless it is set) and ``eval_batch_size`` is 1 (the default). Otherwise they differ by about the
+    fp32 rounding of the outputs (around 1e-6 relative).
     """
     device = torch.device(device)
     was_training = model.training
