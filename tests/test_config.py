@@ -21,6 +21,8 @@ def test_paper_presets_hold_the_paper_settings():
     assert (city.data.crop_height, city.data.crop_width) == (640, 640)
     assert city.data.scales == [0.5, 0.75, 1.0, 1.25, 1.75]
     assert city.phases.phase1.epochs == 40 and city.phases.phase1.lr == 1e-3 and city.phases.phase2.lr == 1e-5
+    assert city.data.depth_target == "disparity"  # what Cityscapes provides and the paper trained on
+    assert not city.loss.contour_pos_balance  # §3.6: plain cross-entropy
     nyud = load_config(CONFIGS / "nyud.yaml")
     assert nyud.model.num_classes == 40 and (nyud.data.crop_width, nyud.data.crop_height) == (560, 425)
     assert nyud.data.scales == [1.0, 1.2, 1.5] and nyud.phases.phase2.epochs == 60
@@ -71,6 +73,9 @@ def test_override_without_equals_sign_is_explained():
         (["model.final_tasks=[]"], "at least one"),
         (["model.distillation=D"], "A, B, C"),
         (["phase=3"], "phase=1"),
+        (["data.depth_target=metres"], "depth, disparity, inverse_depth"),
+        (["data.min_depth_m=-1"], "must be >= 0"),
+        (["data.min_depth_m=5", "data.max_depth_m=2"], "raise max_depth_m or set it to 0"),
         (
             ["model.intermediate_tasks=[depth]", "model.distill_inputs=[depth]", "model.final_tasks=[depth]"],
             "lacks 'semantic'",

@@ -72,13 +72,17 @@ class _Scores:
         dataset: str,
         depth_min_m: float,
         depth_cap_m: float | None,
+        depth_target: str,
+        depth_in_metres: bool,
     ) -> None:
         from padnet_dist.eval import metrics as M
 
         self.ignore_index = ignore_index
+        self.depth_min_m, self.depth_cap_m = depth_min_m, depth_cap_m
+        self.depth_target, self.depth_in_metres = depth_target, depth_in_metres
         self.accumulators: dict[str, Any] = {}
         if _pick(outputs, "final_depth", "inter_depth") is not None:
-            self.accumulators["depth"] = M.DepthMetrics(min_depth_m=depth_min_m, max_depth_m=depth_cap_m)
+            self.accumulators["depth"] = M.DepthMetrics()  # the range is applied in metres by _depth_pair
         if _pick(outputs, "final_semantic", "inter_semantic") is not None:
             self.accumulators["semantic"] = M.ConfusionMetrics(num_classes=num_classes, ignore_index=ignore_index)
             if dataset == "cityscapes":
@@ -101,7 +105,7 @@ class _Scores:
         self.num_samples += int(keep.numel())
         if "depth" in self.accumulators:
             pred = _to_size(_pick(outputs, "final_depth", "inter_depth")[keep], size)
-            self.accumulators["depth"].update(pred, batch["depth"][keep])
+            self.accumulators["depth"].update(*self._depth_pair(pred, batch, keep))
         if "semantic" in self.accumulators:
             logits = _to_size(_pick(outputs, "final_semantic", "inter_semantic")[keep], size)
             pred_ids = logits.argmax(dim=1)
@@ -122,6 +126,31 @@ class _Scores:
         if "contour" in self.accumulators and "contour" in batch:
             prob = torch.sigmoid(_to_size(outputs["inter_contour"][keep], size))
             self.accumulators["contour"].update(prob, batch["contour"][keep])
+
+    def _depth_pair(
+        self, pred: torch.Tensor, batch: dict[str, Any], keep: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction, ground truth) to score, in the target's unit or metres; ground truth outside the metric
+        range (depth_min_m, depth_cap_m) is set to 0 (invalid) whatever the target."""
+        from padnet_dist.targets import target_to_depth
+
+        gt = batch["depth"][keep]
+        camera = {k: v[keep] for k, v in (batch.get("camera") or {}).items()}
+        if self.depth_target == "disparity" and "baseline" not in camera:
+            raise UserError(
+                "scoring a disparity model needs each sample's camera baseline and fx: evaluate on Cityscapes shards"
+            )
+
+        def metres(x: torch.Tensor) -> torch.Tensor:
+            return target_to_depth(x, self.depth_target, baseline_m=camera.get("baseline"), fx=camera.get("fx"))
+
+        gt_m = metres(gt)
+        in_range = gt_m > self.depth_min_m
+        if self.depth_cap_m is not None:
+            in_range &= gt_m < self.depth_cap_m
+        if self.depth_in_metres:
+            return metres(pred), torch.where(in_range, gt_m, torch.zeros_like(gt_m))
+        return pred, torch.where(in_range, gt, torch.zeros_like(gt))
 
     def _update_cityscapes(
         self,
@@ -153,7 +182,13 @@ class _Scores:
         for name, acc in self.accumulators.items():
             result[name] = dict(acc.compute())
         if "depth" in result:
+            from padnet_dist.targets import DEPTH_TARGET_UNITS
+
             result["depth"]["note"] = DEPTH_NOTE
+            result["depth"]["target"] = self.depth_target
+            result["depth"]["unit"] = "m" if self.depth_in_metres else DEPTH_TARGET_UNITS[self.depth_target]
+            if self.depth_in_metres and self.depth_target != "depth":
+                result["depth"]["converted_from"] = self.depth_target
         if "semantic" in result and class_names is not None:
             for key in ("iou", "acc"):
                 values = result["semantic"].get(key)
@@ -207,6 +242,8 @@ def evaluate(
     reduce: bool = True,
     depth_cap_m: float | None = None,
     depth_min_m: float = 0.0,
+    depth_target: str = "depth",
+    depth_in_metres: bool = False,
     class_names: Sequence[str] | None = None,
     outputs: Sequence[str] | None = None,
 ) -> dict[str, Any]:
@@ -216,14 +253,19 @@ def evaluate(
     untrained decoders are not scored); None scores every output the model has.
 
     loader: evaluation batches (see docs/contracts.md): rgb (B, 3, H, W) normalised, semantic (B, H, W) int64,
-    depth (B, 1, H, W) metres (0 invalid), normals (B, 3, H, W), contour (B, 1, H, W), valid (B,) bool,
-    instances (B, H, W) int64 (-1 none). Every rank must yield the same number of batches.
+    depth (B, 1, H, W) in ``depth_target``'s unit (0 invalid), normals (B, 3, H, W), contour (B, 1, H, W), valid (B,)
+    bool, instances (B, H, W) int64 (-1 none), camera {fx, baseline, ...: (B,)} (needed for disparity). Every rank
+    must yield the same number of batches.
     Final outputs are scored (intermediate ones when the variant has no final head for a task), after bilinear
-    resizing to the target's full resolution. Depth is scored where depth_min_m < gt (and gt < depth_cap_m when
-    given; NYUD convention: 1e-3 < gt < 10 m).
+    resizing to the target's full resolution. ``depth_target`` (depth | disparity | inverse_depth) is what the
+    model's depth head predicts and the batches hold; depth errors are computed in its unit, or in metres with
+    ``depth_in_metres`` (prediction and ground truth converted with each sample's camera). Depth is scored where the
+    ground truth in metres satisfies depth_min_m < gt (and gt < depth_cap_m when given; NYUD convention:
+    1e-3 < gt < 10 m), whatever the unit scored.
     With ``reduce`` (default) the states are all-reduced when a process group is initialised and
     ``world.world_size > 1``; every rank returns the same dict:
-    ``{"dataset", "num_samples", "depth": {rel, rms, log10, delta1..3, num_pixels, note}, "semantic": {miou,
+    ``{"dataset", "num_samples", "depth": {rel, rms, log10, delta1..3, num_pixels, note, target, unit,
+    converted_from?}, "semantic": {miou,
     mean_acc, pixel_acc, iou, acc, num_pixels}, "normals"?, "contour"?, "cityscapes"?}``.
     The metric layer is independent of the world size and of ``eval_batch_size`` up to float64 rounding (about
     1e-15 relative), given the same per-sample predictions: every float sum is formed per sample in float64 and
@@ -251,6 +293,8 @@ def evaluate(
                         dataset=dataset,
                         depth_min_m=depth_min_m,
                         depth_cap_m=depth_cap_m,
+                        depth_target=depth_target,
+                        depth_in_metres=depth_in_metres,
                     )
                 valid = batch.get("valid")
                 keep = (

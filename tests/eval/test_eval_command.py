@@ -184,3 +184,50 @@ def test_cityscapes_eval_in_shards_equals_official_evaluation_of_predictions(tmp
     assert ours["iiou_class"] == ours["iiou_class"]  # defined (not NaN): the instances reached the evaluator
     for key in ("iou_class", "iiou_class", "iou_category", "iiou_category"):
         assert ours[key] == pytest.approx(official[key], rel=1e-9, nan_ok=True), key
+
+
+def test_a_disparity_checkpoint_states_its_unit_and_converts_to_metres_on_request(tmp_path, capsys):
+    """Cityscapes preset style: the depth head learns disparity; eval and predict say so, and --depth-metres
+    converts with each frame's own baseline and fx."""
+    import numpy as np
+
+    from padnet_dist.eval.predict import decode_depth_png16, decode_target_png16
+    from tests.data.fixtures import make_cityscapes_root
+
+    root = tmp_path / "cityscapes"
+    truth = make_cityscapes_root(root, split="val", cities=("lindau",), frames_per_city=1, size=(32, 64))
+    shards = tmp_path / "shards"
+    assert main(["shard", "cityscapes", "--root", str(root), "--split", "val", "--out", str(shards)]) == 0
+    manifest = str(shards / "val.manifest.json")
+    cfg = load_config(TINY, ["model.num_classes=19", f"data.val_manifest={manifest}", "data.depth_target=disparity"])
+    ckpt = write_checkpoint(str(tmp_path / "run"), cfg)
+    assert main(["eval", "--checkpoint", ckpt]) == 0
+    depth = json.loads(open(os.path.join(ckpt, "metrics.json")).read())["depth"]
+    assert (depth["target"], depth["unit"]) == ("disparity", "px")
+    assert "rms (px)" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", ckpt, "--depth-metres"]) == 0
+    depth_m = json.loads(open(os.path.join(ckpt, "metrics.json")).read())["depth"]
+    assert (depth_m["unit"], depth_m["converted_from"]) == ("m", "disparity")
+    assert depth_m["num_pixels"] == depth["num_pixels"] > 0
+    assert main(["eval", "--checkpoint", ckpt, "data.depth_target=depth"]) == 2
+    assert "predicts disparity" in capsys.readouterr().err
+
+    key = next(iter(truth))
+    assert main(["predict", "--checkpoint", ckpt, "--input", manifest, "--out", str(tmp_path / "px")]) == 0
+    info = json.loads((tmp_path / "px" / "predictions.json").read_text())
+    assert (info["depth_target"], info["depth_unit"], info["png16"]["offset"]) == ("disparity", "px", 1)
+    disparity = decode_target_png16((tmp_path / "px" / f"{key}_disparity16.png").read_bytes(), "disparity")
+    out = tmp_path / "m"
+    assert main(["predict", "--checkpoint", ckpt, "--input", manifest, "--out", str(out), "--depth-metres"]) == 0
+    info = json.loads((out / "predictions.json").read_text())
+    assert (info["depth_target"], info["depth_unit"], info["converted_from"]) == ("depth", "m", "disparity")
+    metres = decode_depth_png16((out / f"{key}_depth16.png").read_bytes()).astype(np.float64)
+    # both PNGs quantise to 1/256 (+-1/512): depth = bf / d moves by bf / d^2 / 512 for a disparity error of 1/512
+    bf = truth[key].camera["baseline"] * truth[key].camera["fx"]
+    ok = (disparity > 0.5) & (metres > 0) & (metres < 255)
+    assert ok.any()
+    expected = bf / disparity[ok]
+    tolerance = bf / disparity[ok] ** 2 / 512 * 1.01 + 1 / 512
+    assert (np.abs(metres[ok] - expected) <= tolerance).all()
+    assert main(["predict", "--checkpoint", ckpt, "--input", str(root), "--out", str(out), "--depth-metres"]) == 2
+    assert "shard manifest" in capsys.readouterr().err
