@@ -1,9 +1,11 @@
 """The six loss terms of PAD-Net (paper §3.6) and their weighted sum, L_all = sum_i w_i L_i.
 
-Loss types: Euclidean for depth and normals, softmax cross-entropy for scene parsing, binary cross-entropy for
-contours (plain, as the paper's "cross-entropy loss"; class-balanced with ``loss.contour_pos_balance=true``). Every term is a mean over the pixels that carry a target, so padding samples
-(`batch["valid"] == False`), invalid depth (0), invalid normals (zero vector), ignore labels (255) and ignored
-contour pixels (255) contribute neither loss nor gradient. A batch without any such pixel gives a 0 that is
+Loss types: Euclidean for depth and normals, softmax cross-entropy for scene parsing, binary cross-entropy for contours
+(plain, as the paper's "cross-entropy loss"; class-balanced with ``loss.contour_pos_balance=true``). Every term is a
+mean over the pixels that carry a target, so padding samples (`batch["valid"] == False`), invalid depth (0, which
+includes ground truth outside the data's valid range), invalid normals (zero vector), ignore labels (255) and ignored
+contour pixels (255) contribute neither loss nor gradient. Depth is in ``data.depth_target``'s unit (metres, disparity
+pixels or 1/m); the loss is the same Euclidean loss on whichever it is. A batch without any such pixel gives a 0 that is
 still attached to the graph (never NaN), so every rank can run backward.
 
 Intermediate outputs are at 1/4 resolution; targets are brought to each output's resolution here, sampled where
@@ -90,7 +92,7 @@ def euclidean_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
 
 
 def depth_loss(pred: torch.Tensor, depth: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
-    """pred (B, 1, h, w) metres; depth (B, 1, H, W) metres, 0 = invalid."""
+    """pred (B, 1, h, w); depth (B, 1, H, W) in the same unit (data.depth_target: m, px or 1/m), 0 = invalid."""
     depth = depth.to(pred.dtype)
     target = _resize_valid(depth, (depth > 0) & torch.isfinite(depth), tuple(pred.shape[-2:]))
     mask = (target > 0) & torch.isfinite(target) & sample_mask.view(-1, 1, 1, 1)

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--depth-metres",
         action="store_true",
-        help="write depth in metres, converting a disparity or inverse-depth model's output (disparity: manifest input)",
+        help="write metres, converting a disparity or inverse-depth model's output (disparity: manifest input only)",
     )
 
 

@@ -1,13 +1,13 @@
 """Evaluation metrics as accumulators of sums.
 
 Each accumulator keeps its whole state in one flat tensor of sums and counts (`state()`), so a distributed runner
-all-reduces (sums) the states of its ranks and `load_state`s the result: the metrics of the split then equal those
-one process computes over all samples, however the samples are split over ranks and batches. Counts are integers
-(exact). Float sums are formed per sample in float64 from that sample alone (never across the samples of a batch)
-and added sample by sample, so between world sizes and batch sizes only float64 rounding differs (the order of adding
-per-sample values, and how a thread pool splits one sample's sum): the results agree to about 1e-15 relative (1e-12
-is tested over simulated worlds of 1..8 ranks and batch sizes 1, 3 and 5), given the same per-sample predictions. `merge(other)` does the same in one process. Inputs
-may live on any device; the state stays on CPU unless `device` is given.
+all-reduces (sums) the states of its ranks and `load_state`s the result: the metrics of the split then equal those one
+process computes over all samples, however the samples are split over ranks and batches. Counts are integers (exact).
+Float sums are formed per sample in float64 from that sample alone (never across the samples of a batch) and added
+sample by sample, so between world sizes and batch sizes only float64 rounding differs (the order of adding per-sample
+values, and how a thread pool splits one sample's sum): the results agree to about 1e-15 relative (1e-12 is tested over
+simulated worlds of 1..8 ranks and batch sizes 1, 3 and 5), given the same per-sample predictions. `merge(other)` does
+the same in one process. Inputs may live on any device; the state stays on CPU unless `device` is given.
 
 Every `update` takes an optional `valid` (B,) bool: samples with False (padding) are not counted.
 """

@@ -1,9 +1,9 @@
 """Distributed evaluation: every rank scores its share of the split; the sums are added across ranks.
 
-Each metric is an accumulator of sums (``state()`` is a tensor of integer counts and per-sample float64 sums), so
-adding the states of all ranks gives the numbers one process would compute over the whole split, up to float64
-rounding, whatever the world size (see ``evaluate`` for when the per-sample predictions are themselves identical). Padding samples (``valid`` False, added so every rank runs the same
-number of batches) are never counted.
+Each metric is an accumulator of sums (``state()`` is a tensor of integer counts and per-sample float64 sums), so adding
+the states of all ranks gives the numbers one process would compute over the whole split, up to float64 rounding,
+whatever the world size (see ``evaluate`` for when the per-sample predictions are themselves identical). Padding samples
+(``valid`` False, added so every rank runs the same number of batches) are never counted.
 """
 
 from __future__ import annotations

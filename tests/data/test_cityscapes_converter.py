@@ -64,8 +64,8 @@ def test_every_frame_converts_value_by_value(city_root):
 
 def test_disparity_edge_values_p_0_1_2_and_the_largest(city_root):
     """p = 0 (no match) and p = 1 (d = 0, infinitely far) are invalid; p = 2 is the farthest finite depth
-    (baseline * fx * 256, about 120 km at 2048 px: kept in the shards, masked by data.max_depth_m in training); 65535 the
-    nearest. The shards keep every value within float32 rounding."""
+    (baseline * fx * 256, about 120 km at 2048 px: kept in the shards, masked by data.max_depth_m when set);
+    65535 the nearest. The shards keep every value within float32 rounding."""
     root, truth = city_root
     frame = list_frames(root, "train")[0]
     sample, cam = load_frame(frame), truth[frame.stem].camera
