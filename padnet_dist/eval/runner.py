@@ -135,10 +135,13 @@ class _Scores:
         from padnet_dist.targets import target_to_depth
 
         gt = batch["depth"][keep]
+        if not (self.depth_in_metres or self.depth_min_m > 0 or self.depth_cap_m is not None):
+            return pred, gt  # nothing is read in metres
         camera = {k: v[keep] for k, v in (batch.get("camera") or {}).items()}
         if self.depth_target == "disparity" and "baseline" not in camera:
             raise UserError(
-                "scoring a disparity model needs each sample's camera baseline and fx: evaluate on Cityscapes shards"
+                "a metric depth range or --depth-metres on a disparity model needs each sample's stereo baseline and "
+                "fx: evaluate on Cityscapes shards"
             )
 
         def metres(x: torch.Tensor) -> torch.Tensor:
