@@ -1,15 +1,24 @@
 """The six loss terms of PAD-Net (paper §3.6) and their weighted sum, L_all = sum_i w_i L_i.
 
-Loss types: Euclidean for depth and normals, softmax cross-entropy for scene parsing, (balanced) binary
-cross-entropy for contours. Every term is a mean over the pixels that carry a target, so padding samples
-(`batch["valid"] == False`), invalid depth (0), invalid normals (zero vector), ignore labels (255) and ignored
-contour pixels (255) contribute neither loss nor gradient. A batch without any such pixel gives a 0 that is
+Loss types: Euclidean for depth and normals, softmax cross-entropy for scene parsing, binary cross-entropy for contours
+(plain, as the paper's "cross-entropy loss"; class-balanced with ``loss.contour_pos_balance=true``). Every term is a
+mean over the pixels that carry a target, so padding samples (`batch["valid"] == False`), invalid depth (0, which
+includes ground truth outside the data's valid range), invalid normals (zero vector), ignore labels (255) and ignored
+contour pixels (255) contribute neither loss nor gradient. Depth is in ``data.depth_target``'s unit (metres, disparity
+pixels or 1/m); the loss is the same Euclidean loss on whichever it is. A batch without any such pixel gives a 0 that is
 still attached to the graph (never NaN), so every rank can run backward.
 
-Intermediate outputs are at 1/4 resolution; targets are brought to each output's resolution here:
-nearest-neighbour (torch 'nearest': top-left sample of each cell) for semantic, depth and normals, so an invalid
-target stays invalid and no label is invented; for contours a cell is 1 if any full-resolution pixel inside it
-is 1 (adaptive max-pool, so thin boundaries survive), else 0 if any pixel in it is valid, else 255.
+Intermediate outputs are at 1/4 resolution; targets are brought to each output's resolution here, sampled where
+the output's pixels are: the model makes its 1/4 maps by bilinear resizing (align_corners=False), and evaluation and
+the decoders read them the same way, so output pixel i stands for full-resolution coordinate (i + 0.5) * H / h - 0.5,
+the centre of its 4x4 cell (4i + 1.5), not its top-left pixel 4i (a 1.5-pixel shift at full resolution).
+  depth, normals: bilinear at the cell centre (the mean of the central 2x2 pixels at exactly 1/4) where every pixel
+    it reads is valid, else the nearest pixel to the centre (so an invalid target stays invalid and invalid zeros
+    never blend into valid values); normals are renormalised after averaging;
+  semantic: the nearest pixel to the centre (torch 'nearest-exact': pixel 4i + 2 at 1/4; a label cannot be
+    interpolated, so half a pixel remains), no label is invented;
+  contours: a cell is 1 if any full-resolution pixel inside it is 1 (adaptive max-pool over the cell, which is
+    centred on the output pixel; thin boundaries survive), else 0 if any pixel in it is valid, else 255.
 """
 
 from __future__ import annotations
@@ -28,9 +37,24 @@ CONTOUR_IGNORE = 255.0
 
 
 def _resize_nearest(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, K, H, W) -> (B, K, h, w): the source pixel nearest to each output pixel's centre (labels)."""
     if tuple(target.shape[-2:]) == size:
         return target
-    return F.interpolate(target, size=size, mode="nearest")
+    return F.interpolate(target, size=size, mode="nearest-exact")
+
+
+def _resize_valid(target: torch.Tensor, valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, K, H, W) values, (B, 1, H, W) bool -> (B, K, h, w) sampled at the output pixels' centres.
+
+    Bilinear (align_corners=False) where every source pixel with a weight is valid, else the nearest source pixel
+    (which may be invalid: the caller's validity test then rejects it).
+    """
+    if tuple(target.shape[-2:]) == size:
+        return target
+    clean = torch.where(valid, target, torch.zeros_like(target))
+    bilinear = F.interpolate(clean, size=size, mode="bilinear", align_corners=False)
+    all_valid = F.interpolate(valid.to(target.dtype), size=size, mode="bilinear", align_corners=False) >= 1.0 - 1e-6
+    return torch.where(all_valid, bilinear, F.interpolate(clean, size=size, mode="nearest-exact"))
 
 
 def _resize_contour(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -68,15 +92,20 @@ def euclidean_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
 
 
 def depth_loss(pred: torch.Tensor, depth: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
-    """pred (B, 1, h, w) metres; depth (B, 1, H, W) metres, 0 = invalid."""
-    target = _resize_nearest(depth.to(pred.dtype), tuple(pred.shape[-2:]))
+    """pred (B, 1, h, w); depth (B, 1, H, W) in the same unit (data.depth_target: m, px or 1/m), 0 = invalid."""
+    depth = depth.to(pred.dtype)
+    target = _resize_valid(depth, (depth > 0) & torch.isfinite(depth), tuple(pred.shape[-2:]))
     mask = (target > 0) & torch.isfinite(target) & sample_mask.view(-1, 1, 1, 1)
     return euclidean_loss(pred, torch.where(mask, target, torch.zeros_like(target)), mask)
 
 
 def normals_loss(pred: torch.Tensor, normals: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
     """pred (B, 3, h, w); normals (B, 3, H, W) unit vectors, zero vector = invalid. The prediction is not normalised."""
-    target = _resize_nearest(normals.to(pred.dtype), tuple(pred.shape[-2:]))
+    normals = normals.to(pred.dtype)
+    size = tuple(pred.shape[-2:])
+    target = _resize_valid(normals, normals.abs().sum(dim=1, keepdim=True) > 0, size)
+    if tuple(normals.shape[-2:]) != size:  # an average of unit vectors is shorter than 1
+        target = target / target.norm(dim=1, keepdim=True).clamp_min(torch.finfo(target.dtype).tiny)
     mask = (target.abs().sum(dim=1, keepdim=True) > 0) & sample_mask.view(-1, 1, 1, 1)
     return euclidean_loss(pred, target, mask)
 

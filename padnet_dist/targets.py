@@ -1,4 +1,5 @@
-"""Targets derived from the labels (paper §3.6): surface normals from depth, contours from semantic labels.
+"""Targets derived from the labels (paper §3.6): surface normals from depth, contours from semantic labels, and
+the depth target a run trains on (depth, disparity or inverse depth) from metric depth and back.
 
 Both functions are batched, vectorised torch and deterministic; they run on whatever device the inputs are on.
 """
@@ -9,6 +10,54 @@ import torch
 import torch.nn.functional as F
 
 DEFAULT_MAX_RELATIVE_JUMP = 0.1
+DEPTH_TARGET_UNITS = {"depth": "m", "disparity": "px", "inverse_depth": "1/m"}
+
+
+def _per_sample(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(-1)
+    return t.expand(like.shape[0]).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _stereo(kind: str, baseline_m: torch.Tensor | float | None, fx: torch.Tensor | float | None) -> None:
+    if kind not in DEPTH_TARGET_UNITS:
+        raise ValueError(f"depth target '{kind}' is not one of {', '.join(DEPTH_TARGET_UNITS)}")
+    if kind == "disparity" and (baseline_m is None or fx is None):
+        raise ValueError("disparity needs each sample's stereo baseline (metres) and fx (pixels)")
+
+
+def depth_to_target(
+    depth_m: torch.Tensor,
+    kind: str,
+    *,
+    baseline_m: torch.Tensor | float | None = None,
+    fx: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """Metric depth -> the depth target ``kind`` in its unit (``DEPTH_TARGET_UNITS``); 0 stays invalid.
+
+    depth_m (B, ...) metres, 0 = invalid; baseline_m, fx (B,) or one value (disparity only): metres and pixels at
+    this resolution. depth: unchanged; disparity = baseline_m * fx / depth (pixels); inverse_depth = 1 / depth.
+    Computed in float64, returned in depth_m's dtype.
+    """
+    _stereo(kind, baseline_m, fx)
+    if kind == "depth":
+        return depth_m
+    z = depth_m.to(torch.float64)
+    valid = torch.isfinite(z) & (z > 0)
+    numerator = 1.0 if kind == "inverse_depth" else _per_sample(baseline_m, z) * _per_sample(fx, z)
+    out = torch.where(valid, numerator / torch.where(valid, z, torch.ones_like(z)), torch.zeros_like(z))
+    return out.to(depth_m.dtype)
+
+
+def target_to_depth(
+    values: torch.Tensor,
+    kind: str,
+    *,
+    baseline_m: torch.Tensor | float | None = None,
+    fx: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """The inverse of ``depth_to_target``: values (B, ...) in ``kind``'s unit -> metres. For disparity and inverse
+    depth, values <= 0 or non-finite (no depth can be read from them) give 0, i.e. invalid."""
+    return depth_to_target(values, kind, baseline_m=baseline_m, fx=fx)  # each mapping is its own inverse
 
 
 def backproject(

@@ -23,6 +23,8 @@ def test_paper_presets_hold_the_paper_settings():
     assert city.phases.phase1.lr == 1e-3 and city.phases.phase2.lr == 1e-5
     # "Total 60 epochs are used for NYUD-v2, and 40 epochs for Cityscapes" (§4.1): both phases together
     assert city.phases.phase1.epochs + city.phases.phase2.epochs == 40
+    assert city.data.depth_target == "disparity"  # what Cityscapes provides and the paper trained on
+    assert not city.loss.contour_pos_balance  # §3.6: plain cross-entropy
     nyud = load_config(CONFIGS / "nyud.yaml")
     assert (nyud.model.backbone, nyud.model.num_classes) == ("resnet50", 40)  # PAD-Net-ResNet50, Tables 3 and 4
     assert (nyud.data.crop_width, nyud.data.crop_height) == (560, 425) and nyud.data.scales == [1.0, 1.2, 1.5]
@@ -76,6 +78,9 @@ def test_override_without_equals_sign_is_explained():
         (["model.final_tasks=[]"], "at least one"),
         (["model.distillation=D"], "A, B, C"),
         (["phase=3"], "phase=1"),
+        (["data.depth_target=metres"], "depth, disparity, inverse_depth"),
+        (["data.min_depth_m=-1"], "must be >= 0"),
+        (["data.min_depth_m=5", "data.max_depth_m=2"], "raise max_depth_m or set it to 0"),
         (
             ["model.intermediate_tasks=[normals]", "model.distill_inputs=[]", "model.final_tasks=[depth]"],
             "neither 'semantic' nor 'depth'",

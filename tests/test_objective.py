@@ -101,7 +101,7 @@ def test_contour_loss_by_hand_with_and_without_balancing():
     target = torch.tensor([[[[1.0, 0.0, 0.0, 255.0]]]])
     logits = torch.tensor([[[[0.0, 0.0, math.log(3.0), 7.0]]]], requires_grad=True)
     bce = [math.log(2.0), math.log(2.0), math.log(4.0)]  # -log(sigmoid(0)), -log(1 - sigmoid(0)), -log(1 - 3/4)
-    plain = compute_losses({"inter_contour": logits}, {"contour": target}, LossConfig(contour_pos_balance=False))
+    plain = compute_losses({"inter_contour": logits}, {"contour": target}, LossConfig())  # the paper's default
     assert plain["inter_contour"].item() == pytest.approx(sum(bce) / 3)
     balanced = compute_losses({"inter_contour": logits}, {"contour": target}, LossConfig(contour_pos_balance=True))
     assert balanced["inter_contour"].item() == pytest.approx((2.0 * bce[0] + bce[1] + bce[2]) / 3)
@@ -116,6 +116,7 @@ def test_padding_samples_contribute_nothing():
     single_batch = {k: (v[:1] if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
     single_outputs = {k: v[:1].detach().requires_grad_(True) for k, v in outputs.items()}
     single = compute_losses(single_outputs, single_batch, LossConfig())
+    # fp32 sums over a batch of 2 vs 1 sample (at most 2 * 8 * 8 pixels) differ by about n * 6e-8 <= 8e-6 relative
     for name in single:
         assert losses[name].item() == pytest.approx(single[name].item(), rel=1e-5), name
     losses["total"].backward()
@@ -142,16 +143,49 @@ def test_phase_one_computes_only_inter_semantic_and_needs_only_labels():
     assert losses["total"].item() == pytest.approx(2.0 * losses["inter_semantic"].item())
 
 
-def test_quarter_resolution_outputs_use_nearest_targets():
+def test_quarter_resolution_targets_are_sampled_at_cell_centres():
     batch, outputs = make_batch(), make_outputs(scale=4)
     losses = compute_losses(outputs, batch, LossConfig())
-    sem_small = batch["semantic"][:, ::4, ::4]  # torch 'nearest' takes the top-left pixel of each 4x4 cell
+    sem_small = batch["semantic"][:, 2::4, 2::4]  # the pixel nearest the centre 4i + 1.5 of each 4x4 cell
     expected = F.cross_entropy(outputs["inter_semantic"], sem_small, ignore_index=255)
     assert losses["inter_semantic"].item() == pytest.approx(expected.item(), rel=1e-6)
-    depth_small = batch["depth"][:, :, ::4, ::4]
+    # depth: the mean of the cell's central 2x2 pixels where all four are valid, else the pixel nearest the centre
+    depth = batch["depth"]
+    centre = torch.stack(
+        [depth[..., 1::4, 1::4], depth[..., 1::4, 2::4], depth[..., 2::4, 1::4], depth[..., 2::4, 2::4]]
+    )
+    depth_small = torch.where((centre > 0).all(dim=0), centre.mean(dim=0), depth[..., 2::4, 2::4])
     valid = depth_small > 0
+    assert not valid[:, :, 0, 0].any() and valid[:, :, 0, 1].all()  # the invalid pixel (2, 2) falls in cell (0, 0)
     expected_depth = ((outputs["inter_depth"] - depth_small)[valid] ** 2).mean()
     assert losses["inter_depth"].item() == pytest.approx(expected_depth.item(), rel=1e-6)
+
+
+def test_quarter_resolution_targets_line_up_with_the_prediction_grid():
+    """A 1/4-resolution prediction that the evaluation's bilinear upsampling (align_corners=False) turns into the
+    exact full-resolution target has zero loss: the targets sit where the prediction pixels are."""
+    height, width = 16, 24
+    cols = torch.arange(width, dtype=torch.float32)
+    depth = (2.0 + 0.25 * cols).expand(1, 1, height, width).clone()  # a ramp along x
+    semantic = (cols >= 5).long().expand(1, height, width).clone()  # a boundary between columns 4 and 5
+    pred_depth = (2.0 + 0.25 * (4 * torch.arange(width // 4) + 1.5)).expand(1, 1, height // 4, width // 4).clone()
+    upsampled = F.interpolate(pred_depth, size=(height, width), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(upsampled[..., 2:-2], depth[..., 2:-2], rtol=0, atol=1e-6)  # the same ramp
+    # cell 1 spans columns 4..7 around 5.5: class 1 at its centre (the old top-left sample, column 4, said 0)
+    pred_semantic = torch.full((1, 2, height // 4, width // 4), -20.0)
+    pred_semantic[:, 0, :, 0] = pred_semantic[:, 1, :, 1:] = 20.0
+    outputs = {"inter_depth": pred_depth, "inter_semantic": pred_semantic}
+    losses = compute_losses(outputs, {"depth": depth, "semantic": semantic}, LossConfig())
+    assert losses["inter_depth"].item() == pytest.approx(0.0, abs=1e-10)
+    assert losses["inter_semantic"].item() < 1e-8
+    # normals averaged over the central pixels are unit vectors again
+    normals = F.normalize(torch.stack([cols / width, torch.zeros(width), -torch.ones(width)]), dim=0)
+    normals = normals.view(1, 3, 1, width).expand(1, 3, height, width)
+    pred_normals = F.normalize(normals[..., 1::4, 1::4] + normals[..., 1::4, 2::4], dim=1)
+    loss = compute_losses({"inter_normals": pred_normals}, {"normals": normals}, LossConfig())["inter_normals"]
+    assert loss.item() == pytest.approx(0.0, abs=1e-12)
+    shifted = compute_losses({"inter_depth": pred_depth - 0.25 * 1.5}, {"depth": depth}, LossConfig())
+    assert shifted["inter_depth"].item() == pytest.approx((0.25 * 1.5) ** 2)  # top-left sampling is 1.5 px off
 
 
 def test_thin_contours_survive_downsampling():

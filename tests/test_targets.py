@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from padnet_dist.targets import contours_from_labels, normals_from_depth
+from padnet_dist.targets import contours_from_labels, depth_to_target, normals_from_depth, target_to_depth
 
 H, W = 24, 32
 FX, FY, CX, CY = 40.0, 42.0, 15.5, 11.5
@@ -164,3 +164,18 @@ def test_plane_tilt_angle_is_exact():
     normals = normals_from_depth(depth, *camera(), max_relative_jump=1.0)
     expected = torch.tensor(normal, dtype=torch.float32).view(3, 1, 1)
     assert angle_deg(normals[0, :, 1:-1, 1:-1], expected).max() < 1.0
+
+
+def test_depth_targets_round_trip_and_keep_invalid_zero():
+    depth = torch.tensor([0.0, 0.5, 2.0, 120000.0, float("nan")]).view(1, 1, 1, 5)
+    baseline, fx = torch.tensor([0.2]), torch.tensor([2000.0])
+    disparity = depth_to_target(depth, "disparity", baseline_m=baseline, fx=fx)
+    torch.testing.assert_close(disparity[0, 0, 0], torch.tensor([0.0, 800.0, 200.0, 400.0 / 120000.0, 0.0]))
+    inverse = depth_to_target(depth, "inverse_depth")
+    torch.testing.assert_close(inverse[0, 0, 0], torch.tensor([0.0, 2.0, 0.5, 1 / 120000.0, 0.0]))
+    for kind, values in (("disparity", disparity), ("inverse_depth", inverse)):
+        back = target_to_depth(values, kind, baseline_m=baseline, fx=fx)
+        torch.testing.assert_close(back, torch.nan_to_num(depth), rtol=1e-6, atol=0)
+    assert torch.equal(target_to_depth(torch.tensor([-1.0, 0.0]), "disparity", baseline_m=0.2, fx=10.0), torch.zeros(2))
+    with pytest.raises(ValueError, match="baseline"):
+        depth_to_target(depth, "disparity")

@@ -3,7 +3,9 @@
 The network comes from the checkpoint (its ``config.yaml`` and ``model.pt``). The other settings (which manifest,
 batch size, workers, device, storage endpoint) are the checkpoint's config with ``--config`` files and ``key=value``
 overrides applied on top, so ``padnet-dist eval --checkpoint URL`` alone evaluates on the run's own validation
-split. Rank 0 prints a table and writes ``{checkpoint}/metrics.json``.
+split. Rank 0 prints a table and writes ``{checkpoint}/metrics.json``. Depth is scored in the unit the checkpoint
+was trained on (``data.depth_target``: metres, disparity pixels or 1/m; the JSON's ``depth.target`` and
+``depth.unit`` say which), or in metres with ``--depth-metres``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="M",
         help="score depth only where ground truth < M metres (default: 10 for nyud, none otherwise; 0 = none)",
+    )
+    parser.add_argument(
+        "--depth-metres",
+        action="store_true",
+        help="score depth in metres, converting a disparity or inverse-depth model's output with each sample's camera",
     )
     parser.add_argument("--nproc", type=int, default=0, metavar="N", help="start N local ranks (CPU: gloo)")
 
@@ -95,6 +102,8 @@ def _rank_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--split-manifest", args.split_manifest]
     if args.depth_cap_m is not None:
         argv += ["--depth-cap-m", repr(args.depth_cap_m)]
+    if args.depth_metres:
+        argv += ["--depth-metres"]
     return argv + list(args.overrides)
 
 
@@ -106,7 +115,13 @@ def depth_range_m(dataset: str, depth_cap_m: float | None) -> tuple[float, float
 
 
 def evaluate_checkpoint(
-    ckpt: LoadedCheckpoint, data_cfg_source: Config, world: World, *, manifest_url: str, depth_cap_m: float | None
+    ckpt: LoadedCheckpoint,
+    data_cfg_source: Config,
+    world: World,
+    *,
+    manifest_url: str,
+    depth_cap_m: float | None,
+    depth_in_metres: bool = False,
 ) -> dict[str, Any]:
     """Evaluate on this rank's share of ``manifest_url``; every rank returns the split's metrics."""
     from padnet_dist.data.loader import build_eval_loader
@@ -114,6 +129,12 @@ def evaluate_checkpoint(
     from padnet_dist.eval.runner import evaluate
 
     cfg = data_cfg_source
+    trained_on = ckpt.config.data.depth_target
+    if cfg.data.depth_target != trained_on:
+        raise UserError(
+            f"the checkpoint's depth head predicts {trained_on}, not data.depth_target={cfg.data.depth_target}: "
+            "drop that override (--depth-metres scores in metres)"
+        )
     manifest = read_manifest(manifest_url, cfg.storage)
     num_classes = ckpt.config.model.num_classes
     if manifest.num_classes and manifest.num_classes != num_classes:
@@ -136,6 +157,8 @@ def evaluate_checkpoint(
             device=device,
             depth_min_m=depth_min_m,
             depth_cap_m=depth_max_m,
+            depth_target=trained_on,
+            depth_in_metres=depth_in_metres,
             class_names=manifest.classes or None,
             outputs=ckpt.model.phase_outputs(ckpt.config.phase),  # a phase-1 checkpoint has untrained decoders
         )
@@ -168,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
     manifest_url = args.split_manifest or cfg.data.val_manifest
     if not manifest_url:
         raise UserError("no split to evaluate: set data.val_manifest=URL or pass --split-manifest URL")
-    metrics = evaluate_checkpoint(ckpt, cfg, world, manifest_url=manifest_url, depth_cap_m=args.depth_cap_m)
+    metrics = evaluate_checkpoint(
+        ckpt, cfg, world, manifest_url=manifest_url, depth_cap_m=args.depth_cap_m, depth_in_metres=args.depth_metres
+    )
     if world.is_main:
         metrics["num_ranks"] = world.world_size
         url = join_url(ckpt.url, "metrics.json")

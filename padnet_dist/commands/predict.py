@@ -1,9 +1,13 @@
 """``padnet-dist predict``: depth and semantic predictions of a checkpoint, written as images.
 
 Input is a folder (local or s3://, searched recursively) of .png/.jpg/.jpeg images, or a shard manifest
-(``*.manifest.json``). ``--format panels`` (default) writes per image ``{name}_semantic.png``, ``{name}_depth.png``,
-``{name}_depth16.png`` (metres x 256, 0 = invalid) and ``{name}_panel.png``, ``{name}`` being the file's stem or the
-sample key. ``--format cityscapes`` writes the benchmark's ``{city}_{seq}_{frame}_pred.png`` label-id images.
+(``*.manifest.json``). ``--format panels`` (default) writes per image ``{name}_semantic.png``, ``{name}_{kind}.png``,
+``{name}_{kind}16.png`` and ``{name}_panel.png``, ``{name}`` being the file's stem or the sample key, and once
+``predictions.json`` naming the depth target, its unit and the 16-bit encoding. ``{kind}`` is the checkpoint's
+``data.depth_target`` (``depth``: metres x 256; ``disparity``: pixels, Cityscapes' encoding x 256 + 1;
+``inverse_depth``: 1/m x 16384; 0 = invalid), or ``depth`` with ``--depth-metres``, which converts a disparity or
+inverse-depth model's output to metres (disparity needs each image's camera: predict from a shard manifest).
+``--format cityscapes`` writes the benchmark's ``{city}_{seq}_{frame}_pred.png`` label-id images.
 Predictions are made at the input's resolution (for a manifest: the resolution stored in the shards).
 """
 
@@ -36,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("panels", "cityscapes"),
         default="panels",
         help="panels: colour PNGs, 16-bit depth and a side-by-side panel; cityscapes: label-id PNGs for the benchmark",
+    )
+    parser.add_argument(
+        "--depth-metres",
+        action="store_true",
+        help="write metres, converting a disparity or inverse-depth model's output (disparity: manifest input only)",
     )
 
 
@@ -77,8 +86,8 @@ def _images_in(folder_url: str, storage_cfg) -> list[str]:
     return urls
 
 
-def _from_folder(folder_url: str, storage_cfg) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, normalised rgb (1, 3, H, W)) per image file."""
+def _from_folder(folder_url: str, storage_cfg) -> Iterator[tuple[str, torch.Tensor, dict[str, float]]]:
+    """(name, normalised rgb (1, 3, H, W), camera {} (unknown)) per image file."""
     from PIL import Image
 
     from padnet_dist.data.augment import normalise_rgb
@@ -92,23 +101,33 @@ def _from_folder(folder_url: str, storage_cfg) -> Iterator[tuple[str, torch.Tens
         except OSError as e:
             raise UserError(f"cannot read image {url} ({e}): remove it or replace it with a PNG/JPEG") from None
         name = os.path.splitext(url.rsplit("/", 1)[-1])[0]
-        yield name, normalise_rgb(torch.from_numpy(rgb).permute(2, 0, 1))[None]
+        yield name, normalise_rgb(torch.from_numpy(rgb).permute(2, 0, 1))[None], {}
 
 
-def _from_manifest(manifest_url: str, cfg) -> Iterator[tuple[str, torch.Tensor]]:
-    """(sample key, normalised rgb (1, 3, H, W)) per sample of the split, padding left out."""
+def _from_manifest(manifest_url: str, cfg) -> Iterator[tuple[str, torch.Tensor, dict[str, float]]]:
+    """(sample key, normalised rgb (1, 3, H, W), camera {fx, fy, cx, cy, baseline?}) per sample, padding left out."""
+    from dataclasses import replace
+
     from padnet_dist.data.loader import build_eval_loader
 
-    for batch in build_eval_loader(cfg.data, World(), storage_cfg=cfg.storage, manifest_url=manifest_url):
+    data_cfg = replace(cfg.data, depth_target="depth")  # only rgb and camera are read: any dataset will do
+    for batch in build_eval_loader(data_cfg, World(), storage_cfg=cfg.storage, manifest_url=manifest_url):
         for i, key in enumerate(batch["keys"]):
             if bool(batch["valid"][i]):
-                yield key, batch["rgb"][i : i + 1]
+                yield key, batch["rgb"][i : i + 1], {k: float(v[i]) for k, v in batch["camera"].items()}
 
 
 def run(args: argparse.Namespace) -> int:
     from padnet_dist.commands.eval import load_checkpoint_model, settings_for
     from padnet_dist.distributed import choose_device
-    from padnet_dist.eval.predict import denormalise_rgb, predict_batch, write_cityscapes, write_panels
+    from padnet_dist.eval.predict import (
+        denormalise_rgb,
+        predict_batch,
+        write_cityscapes,
+        write_panels,
+        write_prediction_info,
+    )
+    from padnet_dist.targets import target_to_depth
 
     cfg = config_from_args(args)
     ckpt = load_checkpoint_model(args.checkpoint, cfg.storage)
@@ -117,6 +136,13 @@ def run(args: argparse.Namespace) -> int:
     model = ckpt.model.to(device)
     num_classes = ckpt.config.model.num_classes
     is_manifest = args.input.endswith(".json")
+    trained_on = ckpt.config.data.depth_target  # the unit of the depth head's output
+    depth_kind = "depth" if args.depth_metres else trained_on
+    if args.depth_metres and trained_on == "disparity" and not is_manifest:
+        raise UserError(
+            "--depth-metres converts disparity with each image's stereo baseline and fx, which image files lack: "
+            "predict from a shard manifest (--input .../val.manifest.json)"
+        )
     if args.format == "cityscapes" and num_classes != 19:
         raise UserError(
             f"--format cityscapes needs a 19-class Cityscapes model; this checkpoint has {num_classes} classes"
@@ -129,8 +155,14 @@ def run(args: argparse.Namespace) -> int:
         palette = default_palette(num_classes, local_manifest, cfg.storage)
         inputs = _from_folder(args.input, cfg.storage)
     num_written = 0
-    for name, rgb in inputs:
-        train_ids, depth_m = predict_batch(model, rgb, device)
+    for name, rgb, camera in inputs:
+        train_ids, depth = predict_batch(model, rgb, device)
+        if depth is not None and depth_kind != trained_on:
+            if trained_on == "disparity" and "baseline" not in camera:
+                raise UserError(f"sample {name} has no stereo baseline: --depth-metres needs Cityscapes shards")
+            depth = target_to_depth(
+                torch.from_numpy(depth), trained_on, baseline_m=camera.get("baseline"), fx=camera.get("fx")
+            ).numpy()
         if args.format == "cityscapes":
             if train_ids is None:
                 raise UserError("--format cityscapes needs a model with a semantic output")
@@ -141,10 +173,14 @@ def run(args: argparse.Namespace) -> int:
                 name,
                 denormalise_rgb(rgb[0]),
                 None if train_ids is None else train_ids[0],
-                None if depth_m is None else depth_m[0],
+                None if depth is None else depth[0],
                 palette=palette,
+                depth_target=depth_kind,
                 storage_cfg=cfg.storage,
             )
         num_written += 1
+    if args.format == "panels":
+        converted = trained_on if depth_kind != trained_on else ""
+        write_prediction_info(args.out, depth_kind, converted_from=converted, storage_cfg=cfg.storage)
     print(f"wrote predictions of {num_written} images to {args.out} ({args.format})")
     return 0

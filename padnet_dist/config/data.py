@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+DEPTH_TARGETS = ("depth", "disparity", "inverse_depth")
+
 
 def _cityscapes_scales() -> list[float]:
     return [0.5, 0.75, 1.0, 1.25, 1.75]
@@ -15,6 +17,12 @@ class DataConfig:
 
     Manifests are URLs (local path or ``s3://bucket/key``) written by ``padnet-dist shard``.
     ``batch_size`` is per rank.
+
+    Depth: the shards hold metric depth (metres, 0 = invalid). ``depth_target`` is what the depth heads learn and
+    what depth metrics score: ``depth`` (metres), ``disparity`` (pixels at the network input's resolution,
+    baseline * fx / depth from each sample's camera: needs a stereo baseline, which Cityscapes shards have) or
+    ``inverse_depth`` (1/metres). Ground truth at or below ``min_depth_m`` or at or above ``max_depth_m`` (metres,
+    0 = no upper bound) is invalid in every batch, so masked in the losses and the metrics.
     """
 
     train_manifest: str = ""
@@ -25,7 +33,10 @@ class DataConfig:
     crop_height: int = 640
     crop_width: int = 640
     scales: list[float] = field(default_factory=_cityscapes_scales)
-    divide_depth_by_scale: bool = True  # §4.1: scaled by s, depth divided by s
+    divide_depth_by_scale: bool = True  # §4.1: scaled by s, depth divided by s (disparity scales by s either way)
+    depth_target: str = "depth"  # depth | disparity | inverse_depth (see the class docstring)
+    min_depth_m: float = 0.0  # valid ground truth: min_depth_m < depth (metres, before augmentation)
+    max_depth_m: float = 0.0  # valid ground truth: depth < max_depth_m; 0 = no upper bound
     flip_prob: float = 0.5
     shuffle: bool = True
     shuffle_block_batches: int = 8  # samples are shuffled within blocks of this many batches
@@ -47,3 +58,12 @@ class DataConfig:
             raise ValueError("data.flip_prob must be in [0, 1]")
         if self.contour_width < 1:
             raise ValueError("data.contour_width must be >= 1")
+        if self.depth_target not in DEPTH_TARGETS:
+            raise ValueError(f"data.depth_target='{self.depth_target}' is not one of {', '.join(DEPTH_TARGETS)}")
+        if self.min_depth_m < 0 or self.max_depth_m < 0:
+            raise ValueError("data.min_depth_m and data.max_depth_m must be >= 0 metres (max 0 = no upper bound)")
+        if 0 < self.max_depth_m <= self.min_depth_m:
+            raise ValueError(
+                f"data.max_depth_m={self.max_depth_m} leaves no valid depth above data.min_depth_m={self.min_depth_m}: "
+                "raise max_depth_m or set it to 0 (no upper bound)"
+            )

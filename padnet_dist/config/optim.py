@@ -70,7 +70,9 @@ class LossConfig:
     inter_contour: float = 0.8
     final_depth: float = 1.0
     final_semantic: float = 1.0
-    contour_pos_balance: bool = True  # weight positive contour pixels by the negative/positive ratio
+    # §3.6 uses plain cross-entropy for contours; True weights positive pixels by the batch's negative/positive
+    # ratio (HED-style class balancing), an option the paper does not use.
+    contour_pos_balance: bool = False
 
     def __post_init__(self) -> None:
         for name in (

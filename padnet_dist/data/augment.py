@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+CAMERA_FIELDS = ("fx", "fy", "cx", "cy", "baseline")  # baseline (metres) only for stereo datasets
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -96,7 +97,10 @@ def augment_sample(
 
     Returns ``rgb`` float32 (3, h, w) normalised, ``semantic`` int64 (h, w), ``depth`` float32 (1, h, w)
     metres (divided by the scale when ``divide_depth_by_scale``), ``instances`` int64 (h, w) or None,
-    ``camera`` dict (fx, fy, cx, cy) for the output pixels, with ``h, w = crop_height, crop_width``.
+    ``camera`` dict (fx, fy, cx, cy, and baseline when the sample has one) for the output pixels, with
+    ``h, w = crop_height, crop_width``. With ``divide_depth_by_scale`` the scene is treated as shrunk by the scale
+    (depth / s), stereo rig included (baseline / s), so baseline * fx / depth is the disparity of the resized image:
+    s times the source's, as resizing by s scales any disparity, with or without dividing depth.
     """
     height, width = sample["semantic"].shape
     scaled_h, scaled_w = scaled_size(height, width, params.scale)
@@ -151,6 +155,8 @@ def augment_sample(
         "cx": cx,
         "cy": (camera["cy"] + 0.5) * sy - 0.5 - params.top,
     }
+    if "baseline" in camera:
+        out_camera["baseline"] = camera["baseline"] / params.scale if divide_depth_by_scale else camera["baseline"]
     return {"rgb": rgb, "semantic": semantic, "depth": depth_out, "instances": instances, "camera": out_camera}
 
 
@@ -163,5 +169,5 @@ def prepare_eval_sample(sample: dict[str, Any]) -> dict[str, Any]:
         "semantic": _tensor(sample["semantic"], np.int64),
         "depth": _tensor(sample["depth"], np.float32)[None],
         "instances": None if instances is None else _tensor(instances, np.int64),
-        "camera": {k: float(sample["camera"][k]) for k in ("fx", "fy", "cx", "cy")},
+        "camera": {k: float(v) for k, v in sample["camera"].items() if k in CAMERA_FIELDS},
     }

@@ -9,6 +9,11 @@ exactly where to restart: a fresh loader given that state yields the same remain
 A corrupt sample (undecodable member, missing member, broken or short shard) is logged with its shard URL
 and key, counted in ``ShardLoader.stats`` and replaced by an invalid-marked copy of a neighbouring sample, so
 every rank still runs the same number of batches. With ``data.strict`` the first one is a ``UserError``.
+
+Depth: ground truth outside ``(data.min_depth_m, data.max_depth_m)`` is zeroed (invalid) in the decoded sample, before
+augmentation, so the range is in the sensor's true metres and an out-of-range value never blends into a valid
+neighbour. Normals come from that metric depth; ``batch["depth"]`` then holds ``data.depth_target`` (depth in metres,
+disparity in pixels from each sample's baseline and fx, or inverse depth), 0 = invalid.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -31,7 +37,7 @@ from padnet_dist.data.format import decode_sample
 from padnet_dist.data.manifest import read_manifest
 from padnet_dist.errors import UserError
 from padnet_dist.storage import storage_for
-from padnet_dist.targets import contours_from_labels, normals_from_depth
+from padnet_dist.targets import contours_from_labels, depth_to_target, normals_from_depth
 from padnet_dist.world import World
 
 log = logging.getLogger(__name__)
@@ -65,6 +71,9 @@ class LoaderSpec:
     contour_width: int
     ignore_index: int
     strict: bool
+    depth_target: str = "depth"  # depth | disparity | inverse_depth
+    min_depth_m: float = 0.0
+    max_depth_m: float = 0.0  # 0 = no upper bound
     cache_dir: str = ""
     dataset_name: str = ""  # from the manifest: "cityscapes", "nyud", "synthetic", ...
     class_names: tuple[str, ...] = ()
@@ -141,6 +150,7 @@ class _WorkerRun:
             return None, read.error
         try:
             sample = decode_sample(read.members, read.key)
+            sample["depth"] = _mask_depth_range(sample["depth"], self.spec.min_depth_m, self.spec.max_depth_m)
             if not self.spec.train:
                 return prepare_eval_sample(sample), ""
             height, width = sample["semantic"].shape
@@ -200,7 +210,7 @@ class _WorkerRun:
             "semantic": torch.full((h, w), self.spec.ignore_index, dtype=torch.long),
             "depth": torch.zeros(1, h, w),
             "instances": None,
-            "camera": {"fx": 1.0, "fy": 1.0, "cx": (w - 1) / 2, "cy": (h - 1) / 2},
+            "camera": {"fx": 1.0, "fy": 1.0, "cx": (w - 1) / 2, "cy": (h - 1) / 2, "baseline": 1.0},
         }
 
     def _collate(self, items: list[dict[str, Any]], valid: list[bool], keys: list[str]) -> dict[str, Any]:
@@ -209,16 +219,23 @@ class _WorkerRun:
             raise UserError(
                 f"images of different sizes {sorted(shapes)} in one batch: set data.eval_batch_size=1 for this dataset"
             )
-        camera = {
-            k: torch.tensor([it["camera"][k] for it in items], dtype=torch.float64) for k in ("fx", "fy", "cx", "cy")
-        }
-        depth = torch.stack([it["depth"] for it in items])
+        fields = ("fx", "fy", "cx", "cy") + (("baseline",) if all("baseline" in it["camera"] for it in items) else ())
+        camera = {k: torch.tensor([it["camera"][k] for it in items], dtype=torch.float64) for k in fields}
+        if self.spec.depth_target == "disparity" and "baseline" not in camera:
+            key = next(k for k, it in zip(keys, items) if "baseline" not in it["camera"])
+            raise UserError(
+                f"data.depth_target=disparity needs a stereo baseline in each sample's camera, and sample {key} has "
+                "none (only Cityscapes shards have one): use data.depth_target=depth or inverse_depth"
+            )
+        depth_m = torch.stack([it["depth"] for it in items])
         semantic = torch.stack([it["semantic"] for it in items])
         batch = {
             "rgb": torch.stack([it["rgb"] for it in items]),
             "semantic": semantic,
-            "depth": depth,
-            "normals": normals_from_depth(depth, camera["fx"], camera["fy"], camera["cx"], camera["cy"]),
+            "depth": depth_to_target(
+                depth_m, self.spec.depth_target, baseline_m=camera.get("baseline"), fx=camera["fx"]
+            ),
+            "normals": normals_from_depth(depth_m, camera["fx"], camera["fy"], camera["cx"], camera["cy"]),
             "contour": contours_from_labels(semantic, self.spec.ignore_index, self.spec.contour_width),
             "valid": torch.tensor(valid, dtype=torch.bool),
             "keys": keys,
@@ -232,6 +249,14 @@ class _WorkerRun:
             )
             batch["camera"] = camera
         return batch
+
+
+def _mask_depth_range(depth_m: np.ndarray, min_depth_m: float, max_depth_m: float) -> np.ndarray:
+    """Metric depth (H, W) with everything outside (min_depth_m, max_depth_m) set to 0 (max 0 = no upper bound)."""
+    valid = depth_m > min_depth_m
+    if max_depth_m > 0:
+        valid &= depth_m < max_depth_m
+    return np.where(valid, depth_m, np.float32(0.0)).astype(np.float32, copy=False)
 
 
 class _EpochDataset(IterableDataset):
@@ -391,6 +416,9 @@ def _spec(
         contour_width=data_cfg.contour_width,
         ignore_index=data_cfg.ignore_index,
         strict=data_cfg.strict,
+        depth_target=data_cfg.depth_target,
+        min_depth_m=data_cfg.min_depth_m,
+        max_depth_m=data_cfg.max_depth_m,
         cache_dir=data_cfg.cache_dir,
         dataset_name=manifest.dataset,
         class_names=tuple(manifest.classes),
@@ -421,7 +449,8 @@ def build_eval_loader(
     data_cfg: DataConfig, world: World, *, storage_cfg: StorageConfig | None = None, manifest_url: str | None = None
 ) -> ShardLoader:
     """This rank's evaluation loader: full resolution, no augmentation or shuffle, ``data.eval_batch_size``;
-    batches add ``instances`` int64 (B, H, W) (-1 where none) and ``camera`` {fx, fy, cx, cy: float64 (B,)}."""
+    batches add ``instances`` int64 (B, H, W) (-1 where none) and ``camera`` {fx, fy, cx, cy: float64 (B,)}, plus
+    ``baseline`` (metres) when every sample of the batch has one."""
     url = manifest_url or data_cfg.val_manifest
     if not url:
         raise UserError("data.val_manifest is not set: point it at a val.manifest.json written by `padnet-dist shard`")

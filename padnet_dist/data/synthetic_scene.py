@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+STEREO_BASELINE_M = 0.22  # virtual rig, as Cityscapes (0.21-0.22 m): disparity = baseline * fx / depth
+
 SYNTHETIC_CLASSES: tuple[str, ...] = ("ground", "wall", "ceiling", "sky", "box", "sphere", "cylinder", "pole")
 SYNTHETIC_PALETTE: tuple[tuple[int, int, int], ...] = (
     (128, 64, 128),
@@ -60,7 +62,9 @@ class SceneRender:
     instances: np.ndarray  # int32: class*1000+k for objects, the class id for stuff, 255 for void
     normals: np.ndarray  # float32 (H, W, 3) true unit normals in the camera frame, 0 where no surface
     shading: np.ndarray  # float32 ambient + diffuse * max(0, n . l) (1 where unlit: sky, void)
-    camera: dict[str, float]  # fx, fy, cx, cy in pixels at this resolution
+    # fx, fy, cx, cy in pixels at this resolution; baseline (metres) of a virtual stereo rig, Cityscapes' nominal one,
+    # so disparity targets (data.depth_target=disparity) are defined on synthetic scenes as on Cityscapes
+    camera: dict[str, float]
     meta: dict = field(default_factory=dict)  # scene kind, pose, light, seed, index
 
 
@@ -399,7 +403,7 @@ def render_scene(seed: int, index: int, height: int = 256, width: int = 512, kin
         instances=instances,
         normals=normals_cam,
         shading=shading,
-        camera={"fx": float(fx), "fy": float(fy), "cx": float(cx), "cy": float(cy)},
+        camera={"fx": float(fx), "fy": float(fy), "cx": float(cx), "cy": float(cy), "baseline": STEREO_BASELINE_M},
         meta={
             "scene": kind,
             "seed": int(seed),

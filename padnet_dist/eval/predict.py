@@ -3,10 +3,14 @@
 Files written per image (``write_panels``), ``{name}`` being the sample key or the input file's stem:
 
 - ``{name}_semantic.png``: RGB, each train id in its dataset colour, ignore (255) black.
-- ``{name}_depth.png``: RGB, depth through a viridis-like colour map, near = bright, invalid black.
-- ``{name}_depth16.png``: single-channel 16-bit, value = round(depth_m * 256), 0 = invalid.
-  Covers 1/256 m .. 255.996 m with a quantisation error of at most 1/512 m; deeper values saturate.
+- ``{name}_{kind}.png``: RGB, the depth prediction through a viridis-like colour map, near = bright, invalid black.
+- ``{name}_{kind}16.png``: single-channel 16-bit, value = round(x * scale) + offset, 0 = invalid (``PNG16``):
+  ``depth`` (metres): scale 256, offset 0; covers 1/256 m .. 255.996 m with a quantisation error of at most
+  1/512 m, deeper values saturate. ``disparity`` (pixels): scale 256, offset 1, Cityscapes' own disparity encoding.
+  ``inverse_depth`` (1/m): scale 16384, offset 0, up to 4 /m (0.25 m).
 - ``{name}_panel.png``: input | semantic | depth, side by side.
+``{kind}`` is the depth target the values are in: the checkpoint's ``data.depth_target``, or ``depth`` when they were
+converted to metres. ``write_prediction_info`` records it, the unit and the encoding in ``predictions.json``.
 
 ``--format cityscapes`` writes instead what the benchmark server and ``eval-cityscapes`` read
 (``write_cityscapes``): ``{city}_{seq}_{frame}_pred.png``, single-channel 8-bit label ids (train ids mapped back
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
     import torch
 
 DEPTH_PNG_SCALE = 256.0  # value units per metre in the 16-bit depth PNG
+PNG16 = {"depth": (256.0, 0), "disparity": (256.0, 1), "inverse_depth": (16384.0, 0)}  # (scale, offset)
 
 # Viridis sampled at 9 evenly spaced points (the published map's key colours); linear in between.
 _VIRIDIS_RGB = np.array(
@@ -62,11 +67,16 @@ def viridis(values: np.ndarray) -> np.ndarray:
 
 
 def colorize_depth(
-    depth_m: np.ndarray, *, min_depth_m: float | None = None, max_depth_m: float | None = None
+    depth_m: np.ndarray,
+    *,
+    min_depth_m: float | None = None,
+    max_depth_m: float | None = None,
+    near_is_large: bool = False,
 ) -> np.ndarray:
     """Depth (H, W) metres -> RGB uint8 (H, W, 3); near is bright, pixels <= 0 or non-finite are black.
 
     The range defaults to the image's own valid minimum and maximum, so each picture uses the whole map.
+    ``near_is_large`` for disparity and inverse depth, whose values grow toward the camera.
     """
     depth = np.asarray(depth_m, dtype=np.float64)
     valid = np.isfinite(depth) & (depth > 0)
@@ -76,7 +86,8 @@ def colorize_depth(
     lo = float(depth[valid].min()) if min_depth_m is None else float(min_depth_m)
     hi = float(depth[valid].max()) if max_depth_m is None else float(max_depth_m)
     span = max(hi - lo, 1e-6)
-    out[valid] = viridis(1.0 - (depth[valid] - lo) / span)
+    share = (depth[valid] - lo) / span
+    out[valid] = viridis(share if near_is_large else 1.0 - share)
     return out
 
 
@@ -124,14 +135,36 @@ def encode_depth_png16(depth_m: np.ndarray) -> bytes:
     return encode_png(values)
 
 
-def decode_depth_png16(data: bytes) -> np.ndarray:
-    """Inverse of ``encode_depth_png16``: float32 (H, W) metres, 0 = invalid."""
+def encode_target_png16(values: np.ndarray, kind: str) -> bytes:
+    """Depth-target values (H, W) in ``kind``'s unit -> 16-bit PNG of round(x * scale) + offset (``PNG16``);
+    invalid (<= 0, non-finite) -> 0; valid values that would round to 0 are stored as 1."""
+    scale, offset = PNG16[kind]
+    x = np.asarray(values, dtype=np.float64)
+    valid = np.isfinite(x) & (x > 0)
+    out = np.zeros(x.shape, dtype=np.uint16)
+    out[valid] = np.clip(np.round(x[valid] * scale) + offset, 1, 65535).astype(np.uint16)
+    return encode_png(out)
+
+
+def decode_target_png16(data: bytes, kind: str) -> np.ndarray:
+    """Inverse of ``encode_target_png16``: float32 (H, W) in ``kind``'s unit, 0 = invalid."""
+    scale, offset = PNG16[kind]
+    raw = _read_png16(data)
+    return np.where(raw > offset, (raw - offset) / scale, 0.0).astype(np.float32)
+
+
+def _read_png16(data: bytes) -> np.ndarray:
     image = Image.open(io.BytesIO(data))
     if image.mode not in ("I;16", "I", "I;16B", "L"):
         raise UserError(
             f"depth PNG has mode {image.mode}: expected a 16-bit single-channel PNG from 'padnet-dist predict'"
         )
-    return (np.asarray(image).astype(np.float64) / DEPTH_PNG_SCALE).astype(np.float32)
+    return np.asarray(image).astype(np.float64)
+
+
+def decode_depth_png16(data: bytes) -> np.ndarray:
+    """Inverse of ``encode_depth_png16``: float32 (H, W) metres, 0 = invalid."""
+    return (_read_png16(data) / DEPTH_PNG_SCALE).astype(np.float32)
 
 
 def side_by_side(*images: np.ndarray) -> np.ndarray:
@@ -166,15 +199,16 @@ def write_panels(
     name: str,
     rgb: np.ndarray,
     train_ids: np.ndarray | None,
-    depth_m: np.ndarray | None,
+    depth: np.ndarray | None,
     *,
     palette: np.ndarray,
+    depth_target: str = "depth",
     storage_cfg=None,
 ) -> list[str]:
     """Write the per-image PNGs listed in the module docstring; return their URLs.
 
-    rgb uint8 (H, W, 3); train_ids (H, W) ints; depth_m float (H, W). A task the model lacks (None) is skipped
-    and its panel column left out.
+    rgb uint8 (H, W, 3); train_ids (H, W) ints; depth float (H, W) in ``depth_target``'s unit (depth: metres,
+    disparity: pixels, inverse_depth: 1/m). A task the model lacks (None) is skipped and its panel column left out.
     """
     storage = storage_for(out_url, storage_cfg)
     written: list[str] = []
@@ -189,13 +223,33 @@ def write_panels(
         sem_rgb = colorize_semantic(train_ids, palette)
         put("semantic", encode_png(sem_rgb))
         columns.append(sem_rgb)
-    if depth_m is not None:
-        depth_rgb = colorize_depth(depth_m)
-        put("depth", encode_png(depth_rgb))
-        put("depth16", encode_depth_png16(depth_m))
+    if depth is not None:
+        depth_rgb = colorize_depth(depth, near_is_large=depth_target != "depth")
+        put(depth_target, encode_png(depth_rgb))
+        put(f"{depth_target}16", encode_target_png16(depth, depth_target))
         columns.append(depth_rgb)
     put("panel", encode_png(side_by_side(*columns)))
     return written
+
+
+def write_prediction_info(out_url: str, depth_target: str, *, converted_from: str = "", storage_cfg=None) -> str:
+    """Write ``{out_url}/predictions.json``: which depth target the images hold, its unit and the 16-bit encoding."""
+    import json
+
+    from padnet_dist.targets import DEPTH_TARGET_UNITS
+
+    scale, offset = PNG16[depth_target]
+    info = {
+        "depth_target": depth_target,
+        "depth_unit": DEPTH_TARGET_UNITS[depth_target],
+        "png16": {"file": f"{{name}}_{depth_target}16.png", "scale": scale, "offset": offset, "invalid": 0},
+        "png16_decode": "value = (p - offset) / scale where p > offset, else invalid",
+    }
+    if converted_from:
+        info["converted_from"] = converted_from
+    url = join_url(out_url, "predictions.json")
+    storage_for(url, storage_cfg).write_bytes(url, (json.dumps(info, indent=2) + "\n").encode())
+    return url
 
 
 def denormalise_rgb(rgb: torch.Tensor) -> np.ndarray:
@@ -213,8 +267,9 @@ def denormalise_rgb(rgb: torch.Tensor) -> np.ndarray:
 def predict_batch(model: torch.nn.Module, rgb: torch.Tensor, device: torch.device | str = "cpu"):
     """Run ``model`` (eval mode, no grad) on normalised rgb (B, 3, H, W).
 
-    Returns (train ids int64 (B, H, W) | None, depth metres float32 (B, H, W) | None) at the input's size, from the
-    final outputs, or the intermediate ones (bilinearly upsampled) when the variant has no final head.
+    Returns (train ids int64 (B, H, W) | None, depth float32 (B, H, W) | None) at the input's size, from the final
+    outputs, or the intermediate ones (bilinearly upsampled) when the variant has no final head. Depth is in the
+    unit of the checkpoint's ``data.depth_target`` (metres, disparity pixels or 1/m).
     """
     import torch
     import torch.nn.functional as F
@@ -231,5 +286,5 @@ def predict_batch(model: torch.nn.Module, rgb: torch.Tensor, device: torch.devic
         return x if tuple(x.shape[-2:]) == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
     train_ids = None if semantic is None else full(semantic).argmax(1).cpu().numpy()
-    depth_m = None if depth is None else full(depth)[:, 0].cpu().numpy().astype(np.float32)
-    return train_ids, depth_m
+    depth_values = None if depth is None else full(depth)[:, 0].cpu().numpy().astype(np.float32)
+    return train_ids, depth_values

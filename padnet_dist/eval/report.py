@@ -67,6 +67,8 @@ def format_table(metrics: dict[str, Any], *, per_class: bool = True) -> str:
     for section, key, label, lower in _HEADLINE:
         if key in metrics.get(section, {}):
             arrow = "lower is better" if lower else "higher is better"
+            if section == "depth" and key == "rms":  # in the unit scored (metres, disparity pixels, 1/m)
+                label = f"rms ({metrics['depth'].get('unit', 'm')})"
             rows.append((f"{label}  ({arrow})", _fmt(metrics[section][key])))
     for section in ("normals", "contour"):
         for key, value in metrics.get(section, {}).items():
@@ -77,6 +79,10 @@ def format_table(metrics: dict[str, Any], *, per_class: bool = True) -> str:
             rows.append((f"  IoU {key}", _fmt(value)))
     width = max((len(label) for label, _ in rows), default=10)
     lines = [f"evaluated {metrics.get('num_samples', '?')} samples of {metrics.get('dataset', '?')}"]
+    depth = metrics.get("depth", {})
+    if depth.get("target", "depth") != "depth" or "converted_from" in depth:
+        source = f", converted to metres from {depth['converted_from']}" if "converted_from" in depth else ""
+        lines.append(f"depth scored as {depth['target']} ({depth.get('unit', '?')}{source})")
     lines += [f"{label:<{width}}  {value}" for label, value in rows]
     for section in ("depth", "semantic", "cityscapes"):
         note = metrics.get(section, {}).get("note")

@@ -1,9 +1,9 @@
 """Distributed evaluation: every rank scores its share of the split; the sums are added across ranks.
 
-Each metric is an accumulator of sums (``state()`` is a float64 tensor of counts and sums), so adding the
-states of all ranks gives exactly the numbers one process would compute over the whole split: the result
-does not depend on the world size. Padding samples (``valid`` False, added so every rank runs the same
-number of batches) are never counted.
+Each metric is an accumulator of sums (``state()`` is a tensor of integer counts and per-sample float64 sums), so adding
+the states of all ranks gives the numbers one process would compute over the whole split, up to float64 rounding,
+whatever the world size (see ``evaluate`` for when the per-sample predictions are themselves identical). Padding samples
+(``valid`` False, added so every rank runs the same number of batches) are never counted.
 """
 
 from __future__ import annotations
@@ -72,13 +72,17 @@ class _Scores:
         dataset: str,
         depth_min_m: float,
         depth_cap_m: float | None,
+        depth_target: str,
+        depth_in_metres: bool,
     ) -> None:
         from padnet_dist.eval import metrics as M
 
         self.ignore_index = ignore_index
+        self.depth_min_m, self.depth_cap_m = depth_min_m, depth_cap_m
+        self.depth_target, self.depth_in_metres = depth_target, depth_in_metres
         self.accumulators: dict[str, Any] = {}
         if _pick(outputs, "final_depth", "inter_depth") is not None:
-            self.accumulators["depth"] = M.DepthMetrics(min_depth_m=depth_min_m, max_depth_m=depth_cap_m)
+            self.accumulators["depth"] = M.DepthMetrics()  # the range is applied in metres by _depth_pair
         if _pick(outputs, "final_semantic", "inter_semantic") is not None:
             self.accumulators["semantic"] = M.ConfusionMetrics(num_classes=num_classes, ignore_index=ignore_index)
             if dataset == "cityscapes":
@@ -101,7 +105,7 @@ class _Scores:
         self.num_samples += int(keep.numel())
         if "depth" in self.accumulators:
             pred = _to_size(_pick(outputs, "final_depth", "inter_depth")[keep], size)
-            self.accumulators["depth"].update(pred, batch["depth"][keep])
+            self.accumulators["depth"].update(*self._depth_pair(pred, batch, keep))
         if "semantic" in self.accumulators:
             logits = _to_size(_pick(outputs, "final_semantic", "inter_semantic")[keep], size)
             pred_ids = logits.argmax(dim=1)
@@ -122,6 +126,34 @@ class _Scores:
         if "contour" in self.accumulators and "contour" in batch:
             prob = torch.sigmoid(_to_size(outputs["inter_contour"][keep], size))
             self.accumulators["contour"].update(prob, batch["contour"][keep])
+
+    def _depth_pair(
+        self, pred: torch.Tensor, batch: dict[str, Any], keep: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction, ground truth) to score, in the target's unit or metres; ground truth outside the metric
+        range (depth_min_m, depth_cap_m) is set to 0 (invalid) whatever the target."""
+        from padnet_dist.targets import target_to_depth
+
+        gt = batch["depth"][keep]
+        if not (self.depth_in_metres or self.depth_min_m > 0 or self.depth_cap_m is not None):
+            return pred, gt  # nothing is read in metres
+        camera = {k: v[keep] for k, v in (batch.get("camera") or {}).items()}
+        if self.depth_target == "disparity" and "baseline" not in camera:
+            raise UserError(
+                "a metric depth range or --depth-metres on a disparity model needs each sample's stereo baseline and "
+                "fx: evaluate on Cityscapes shards"
+            )
+
+        def metres(x: torch.Tensor) -> torch.Tensor:
+            return target_to_depth(x, self.depth_target, baseline_m=camera.get("baseline"), fx=camera.get("fx"))
+
+        gt_m = metres(gt)
+        in_range = gt_m > self.depth_min_m
+        if self.depth_cap_m is not None:
+            in_range &= gt_m < self.depth_cap_m
+        if self.depth_in_metres:
+            return metres(pred), torch.where(in_range, gt_m, torch.zeros_like(gt_m))
+        return pred, torch.where(in_range, gt, torch.zeros_like(gt))
 
     def _update_cityscapes(
         self,
@@ -153,7 +185,13 @@ class _Scores:
         for name, acc in self.accumulators.items():
             result[name] = dict(acc.compute())
         if "depth" in result:
+            from padnet_dist.targets import DEPTH_TARGET_UNITS
+
             result["depth"]["note"] = DEPTH_NOTE
+            result["depth"]["target"] = self.depth_target
+            result["depth"]["unit"] = "m" if self.depth_in_metres else DEPTH_TARGET_UNITS[self.depth_target]
+            if self.depth_in_metres and self.depth_target != "depth":
+                result["depth"]["converted_from"] = self.depth_target
         if "semantic" in result and class_names is not None:
             for key in ("iou", "acc"):
                 values = result["semantic"].get(key)
@@ -207,6 +245,8 @@ def evaluate(
     reduce: bool = True,
     depth_cap_m: float | None = None,
     depth_min_m: float = 0.0,
+    depth_target: str = "depth",
+    depth_in_metres: bool = False,
     class_names: Sequence[str] | None = None,
     outputs: Sequence[str] | None = None,
 ) -> dict[str, Any]:
@@ -216,19 +256,28 @@ def evaluate(
     untrained decoders are not scored); None scores every output the model has.
 
     loader: evaluation batches (see docs/contracts.md): rgb (B, 3, H, W) normalised, semantic (B, H, W) int64,
-    depth (B, 1, H, W) metres (0 invalid), normals (B, 3, H, W), contour (B, 1, H, W), valid (B,) bool,
-    instances (B, H, W) int64 (-1 none). Every rank must yield the same number of batches.
+    depth (B, 1, H, W) in ``depth_target``'s unit (0 invalid), normals (B, 3, H, W), contour (B, 1, H, W), valid (B,)
+    bool, instances (B, H, W) int64 (-1 none), camera {fx, baseline, ...: (B,)} (needed for disparity). Every rank
+    must yield the same number of batches.
     Final outputs are scored (intermediate ones when the variant has no final head for a task), after bilinear
-    resizing to the target's full resolution. Depth is scored where depth_min_m < gt (and gt < depth_cap_m when
-    given; NYUD convention: 1e-3 < gt < 10 m).
+    resizing to the target's full resolution. ``depth_target`` (depth | disparity | inverse_depth) is what the
+    model's depth head predicts and the batches hold; depth errors are computed in its unit, or in metres with
+    ``depth_in_metres`` (prediction and ground truth converted with each sample's camera). Depth is scored where the
+    ground truth in metres satisfies depth_min_m < gt (and gt < depth_cap_m when given; NYUD convention:
+    1e-3 < gt < 10 m), whatever the unit scored.
     With ``reduce`` (default) the states are all-reduced when a process group is initialised and
     ``world.world_size > 1``; every rank returns the same dict:
-    ``{"dataset", "num_samples", "depth": {rel, rms, log10, delta1..3, num_pixels, note}, "semantic": {miou,
+    ``{"dataset", "num_samples", "depth": {rel, rms, log10, delta1..3, num_pixels, note, target, unit,
+    converted_from?}, "semantic": {miou,
     mean_acc, pixel_acc, iou, acc, num_pixels}, "normals"?, "contour"?, "cityscapes"?}``.
-    The sums make the result independent of the world size up to float64 rounding, given the same per-sample
-    predictions: with eval batches of one sample (``data.eval_batch_size=1``, the default) they are bitwise equal;
-    larger batches group samples differently on different world sizes, and CPU kernels may then round the
-    network's fp32 outputs differently (about 1e-6 relative).
+    The metric layer is independent of the world size and of ``eval_batch_size`` up to float64 rounding (about
+    1e-15 relative), given the same per-sample predictions: every float sum is formed per sample in float64 and
+    counts are integers (``eval.metrics``). The predictions themselves are fp32 network outputs, and CPU kernels
+    round them differently with the number of threads and the samples batched together (measured on the tiny model:
+    up to about 6e-6 absolute in depth), so two runs give bitwise the same predictions, and metrics equal to 1e-12,
+    when every rank runs the same number of threads (``OMP_NUM_THREADS``; ``--nproc N`` gives each rank
+    cpu_count // N unless it is set) and ``eval_batch_size`` is 1 (the default). Otherwise they differ by about the
+    fp32 rounding of the outputs (around 1e-6 relative).
     """
     device = torch.device(device)
     was_training = model.training
@@ -247,6 +296,8 @@ def evaluate(
                         dataset=dataset,
                         depth_min_m=depth_min_m,
                         depth_cap_m=depth_cap_m,
+                        depth_target=depth_target,
+                        depth_in_metres=depth_in_metres,
                     )
                 valid = batch.get("valid")
                 keep = (

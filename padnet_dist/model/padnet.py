@@ -53,7 +53,8 @@ class PADNet(nn.Module):
     ``inter_depth (B, 1, H//4, W//4)`` metres, ``inter_normals (B, 3, ..)`` un-normalised vectors,
     ``inter_semantic (B, num_classes, ..)`` logits, ``inter_contour (B, 1, ..)`` logit, ``final_depth (B, 1, H, W)``
     metres, ``final_semantic (B, num_classes, H, W)`` logits. Depth is a raw regression (no activation), so it
-    may be negative early in training. ``outputs`` restricts what is computed and returned.
+    may be negative early in training; "metres" is the default training target (a run with ``data.depth_target``
+    disparity or inverse_depth trains the same outputs in pixels or 1/m). ``outputs`` restricts what is computed and returned.
     Task lists are kept in the canonical order depth, normals, semantic, contour.
     """
 

@@ -266,6 +266,7 @@ def _evaluate(engine, cfg: Config, world: World, device: torch.device, logger: R
         world=world,
         ignore_index=cfg.data.ignore_index,
         device=device,
+        depth_target=cfg.data.depth_target,
         class_names=manifest.classes,
         outputs=model.phase_outputs(cfg.phase),
     )

@@ -59,6 +59,11 @@ def cityscapes_city_camera(city_index: int, width: int, height: int) -> dict[str
     }
 
 
+# the stored values p of the edge cases: no match, d = 0 (infinitely far), the farthest finite depth (d = 1/256 px),
+# the nearest (largest 16-bit value) and two ordinary values
+CITYSCAPES_EDGE_DISPARITIES = (0, 1, 2, 3, 65535, 5000)
+
+
 def make_cityscapes_root(
     root: str | os.PathLike,
     *,
@@ -71,7 +76,8 @@ def make_cityscapes_root(
     """Write `split` of a Cityscapes tree under `root`; returns {frame key: truth}. Call again for another split.
 
     Labels are 8x8 blocks covering every id 0..33 and 255 (license plate); instance classes get
-    label_id*1000+k (some as plain-id group regions); disparity mixes 0 (invalid), 1 (infinite) and real values.
+    label_id*1000+k (some as plain-id group regions); disparity mixes 0 (invalid), 1 (infinite), 2 (the farthest
+    finite depth, ~120 km) and real values; the first pixels of row 0 hold ``CITYSCAPES_EDGE_DISPARITIES``.
     """
     root = Path(root)
     height, width = size
@@ -101,6 +107,8 @@ def make_cityscapes_root(
             disparity = rng.integers(2, 30000, size=(height, width)).astype(np.uint16)
             disparity[rng.random((height, width)) < 0.1] = 0
             disparity[rng.random((height, width)) < 0.05] = 1
+            disparity[rng.random((height, width)) < 0.03] = 2  # d = 1/256 px: about 120 km
+            disparity[0, : len(CITYSCAPES_EDGE_DISPARITIES)] = CITYSCAPES_EDGE_DISPARITIES
             rgb = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
 
             valid = disparity > 1

@@ -119,3 +119,22 @@ def test_params_are_deterministic_per_sample_and_epoch():
     for d in draws:
         sh, sw = round(H * d.scale), round(W * d.scale)
         assert min(0, sh - 10) <= d.top <= max(0, sh - 10) and min(0, sw - 10) <= d.left <= max(0, sw - 10)
+
+
+@pytest.mark.parametrize("divide", [True, False])
+@pytest.mark.parametrize("scale", [0.75, 1.5])
+def test_disparity_scales_with_the_image_whether_or_not_depth_is_divided(scale, divide):
+    """Resizing by s scales disparity by s; the camera's baseline follows the depth convention so that
+    baseline * fx / depth gives that disparity either way (divided depth: the rig shrinks with the scene)."""
+    from padnet_dist.targets import depth_to_target
+
+    sample = _plane_sample()
+    sample["depth"] = np.full((H, W), 10.0, np.float32)
+    sample["camera"] = dict(CAMERA, baseline=0.2)
+    out = _augment(sample, AugmentParams(scale=scale, top=0, left=0, flip=False), crop=(8, 8), divide=divide)
+    cam = out["camera"]
+    disparity = depth_to_target(out["depth"][None], "disparity", baseline_m=cam["baseline"], fx=cam["fx"])
+    source = 0.2 * CAMERA["fx"] / 10.0
+    torch.testing.assert_close(disparity, torch.full_like(disparity, scale * source), rtol=1e-6, atol=0)
+    assert out["depth"][0, 0, 0].item() == pytest.approx(10.0 / scale if divide else 10.0)
+    assert prepare_eval_sample(sample)["camera"]["baseline"] == 0.2

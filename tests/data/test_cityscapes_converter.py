@@ -9,7 +9,13 @@ from PIL import Image
 from padnet_dist.cli import main
 from padnet_dist.data.converters.cityscapes import list_frames, load_frame
 from padnet_dist.errors import UserError
-from tests.data.fixtures import cityscapes_frame_path, make_cityscapes_root, png_bit_depth, read_back
+from tests.data.fixtures import (
+    CITYSCAPES_EDGE_DISPARITIES,
+    cityscapes_frame_path,
+    make_cityscapes_root,
+    png_bit_depth,
+    read_back,
+)
 
 
 @pytest.fixture
@@ -54,6 +60,24 @@ def test_every_frame_converts_value_by_value(city_root):
     # each frame's own camera file: the two cities differ, so one shared camera would get depth wrong
     cameras = {truth[f.stem].city: load_frame(f)["camera"]["fx"] for f in frames}
     assert cameras["aachen"] != cameras["bochum"]
+
+
+def test_disparity_edge_values_p_0_1_2_and_the_largest(city_root):
+    """p = 0 (no match) and p = 1 (d = 0, infinitely far) are invalid; p = 2 is the farthest finite depth
+    (baseline * fx * 256, about 120 km at 2048 px: kept in the shards, masked by data.max_depth_m when set);
+    65535 the nearest. The shards keep every value within float32 rounding."""
+    root, truth = city_root
+    frame = list_frames(root, "train")[0]
+    sample, cam = load_frame(frame), truth[frame.stem].camera
+    assert truth[frame.stem].disparity[0, : len(CITYSCAPES_EDGE_DISPARITIES)].tolist() == list(
+        CITYSCAPES_EDGE_DISPARITIES
+    )
+    bf = cam["baseline"] * cam["fx"]
+    want = [0.0, 0.0, bf * 256, bf * 128, bf * 256 / 65534, bf * 256 / 4999]
+    np.testing.assert_allclose(sample["depth"][0, : len(want)], want, rtol=1e-7)
+    assert sample["depth"].max() == sample["depth"][0, 2]  # p = 2 is the farthest (here fx is for 128 px)
+    assert sample["depth"][sample["depth"] > 0].min() == sample["depth"][0, 4]
+    assert np.isfinite(sample["depth"]).all() and (sample["depth"] >= 0).all()
 
 
 def test_license_plate_and_void_ids_are_ignored(city_root):

@@ -294,3 +294,81 @@ def test_eval_batches_of_different_image_sizes_fail_with_one_line(tmp_path):
     with pytest.raises(UserError, match="eval_batch_size=1") as info:
         list(loader)
     assert "\n" not in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def cityscapes_val(tmp_path_factory):
+    """Real Cityscapes-layout frames (disparity edge values p = 0, 1, 2, 65535 in row 0) converted to shards."""
+    from padnet_dist.cli import main
+    from tests.data.fixtures import make_cityscapes_root
+
+    base = tmp_path_factory.mktemp("city")
+    truth = make_cityscapes_root(base / "root", split="val", cities=("lindau",), frames_per_city=2, size=(32, 64))
+    out = base / "shards"
+    assert main(["shard", "cityscapes", "--root", str(base / "root"), "--split", "val", "--out", str(out)]) == 0
+    return str(out / "val.manifest.json"), truth
+
+
+@pytest.mark.parametrize("target", ["depth", "disparity", "inverse_depth"])
+def test_depth_target_and_valid_range_on_cityscapes_edge_values(cityscapes_val, target):
+    from tests.data.fixtures import CITYSCAPES_EDGE_DISPARITIES
+
+    manifest, truth = cityscapes_val
+    key = sorted(truth)[0]
+    cam = truth[key].camera
+    bf = cam["baseline"] * cam["fx"]
+    max_depth_m = bf * 200  # between p = 3 (bf * 128 m) and p = 2 (bf * 256 m, the farthest finite depth)
+    cfg = data_config(eval_batch_size=1, depth_target=target, max_depth_m=max_depth_m)
+    batch = next(iter(build_eval_loader(cfg, World(), manifest_url=manifest)))
+    assert batch["keys"] == [key] and batch["camera"]["baseline"].item() == pytest.approx(cam["baseline"])
+    p = torch.tensor(CITYSCAPES_EDGE_DISPARITIES, dtype=torch.float64)
+    disparity = torch.where(p > 1, (p - 1) / 256, 0.0)
+    disparity[2] = 0.0  # p = 2 lies beyond max_depth_m: invalid in every target
+    depth_m = torch.where(disparity > 0, bf / disparity.clamp_min(1e-12), 0.0)
+    want = {"depth": depth_m, "disparity": disparity, "inverse_depth": torch.where(depth_m > 0, 1 / depth_m, 0.0)}
+    got = batch["depth"][0, 0, 0, : len(p)].double()
+    torch.testing.assert_close(got, want[target], rtol=1e-6, atol=0)
+    full = truth[key].depth_m
+    in_range = (full > 0) & (full < max_depth_m)
+    assert torch.equal(batch["depth"][0, 0] > 0, torch.from_numpy(in_range))
+    assert torch.isfinite(batch["depth"]).all()
+    # normals come from metric depth whatever the target
+    reference = next(iter(build_eval_loader(data_config(eval_batch_size=1, max_depth_m=max_depth_m), World(),
+                                            manifest_url=manifest)))
+    assert torch.equal(batch["normals"], reference["normals"])
+
+
+def test_disparity_without_a_stereo_baseline_is_one_line(dataset):
+    loader = build_eval_loader(data_config(depth_target="disparity"), World(), manifest_url=dataset)
+    with pytest.raises(UserError, match="data.depth_target=disparity needs a stereo baseline"):
+        next(iter(loader))
+
+
+def test_out_of_range_depth_carries_no_loss_gradient_or_metric(cityscapes_val):
+    """p = 0, 1 and depths beyond data.max_depth_m (p = 2: bf * 256 m) are masked in the objective and the
+    metrics; without the range the few farthest pixels dominate the Euclidean loss."""
+    from padnet_dist.config.optim import LossConfig
+    from padnet_dist.eval.metrics import DepthMetrics
+    from padnet_dist.objective import compute_losses
+
+    manifest, truth = cityscapes_val
+    cam = truth[sorted(truth)[0]].camera
+    max_depth_m = cam["baseline"] * cam["fx"] * 200
+
+    def depth_loss(cfg) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        batch = next(iter(build_eval_loader(cfg, World(), manifest_url=manifest)))
+        pred = torch.zeros_like(batch["depth"], requires_grad=True)
+        loss = compute_losses({"final_depth": pred}, batch, LossConfig())["final_depth"]
+        loss.backward()
+        return loss, pred.grad, batch
+
+    loss, grad, batch = depth_loss(data_config(eval_batch_size=1, max_depth_m=max_depth_m))
+    valid = batch["depth"] > 0
+    assert loss.item() == pytest.approx((batch["depth"][valid].double() ** 2).mean().item(), rel=1e-5)
+    assert (grad[~valid] == 0).all() and (grad[valid] != 0).all()
+    assert (grad[0, 0, 0, :3] == 0).all()  # p = 0, 1, 2
+    metrics = DepthMetrics()
+    metrics.update(torch.ones_like(batch["depth"]), batch["depth"])
+    assert metrics.compute()["num_pixels"] == int(valid.sum())
+    unbounded, _, _ = depth_loss(data_config(eval_batch_size=1))
+    assert unbounded.item() > 10 * loss.item()

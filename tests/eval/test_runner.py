@@ -120,7 +120,7 @@ def test_metrics_pool_valid_pixels_and_skip_padding():
     assert result["num_samples"] == 3
     for section in ("depth", "semantic"):
         for key, value in expected[section].items():
-            assert result[section][key] == pytest.approx(value, rel=1e-9, abs=1e-12), f"{section}.{key}"
+            assert result[section][key] == pytest.approx(value, rel=1e-12, abs=1e-15), f"{section}.{key}"
     assert result["depth"]["note"] == DEPTH_NOTE
     assert "normals" not in result and "contour" not in result and "cityscapes" not in result
     # garbage in a padding sample changes nothing
@@ -152,6 +152,44 @@ def test_low_resolution_intermediate_outputs_are_scored_at_full_resolution():
     assert result["normals"]["num_pixels"] == 2 * 15 * 24  # the zero-vector bottom row is invalid
     assert 0.0 <= result["normals"]["mean"] <= 180.0
     assert 0.0 <= result["contour"]["f_score"] <= 1.0
+
+
+class _Fixed(nn.Module):
+    """Returns a fixed ``final_depth`` whatever the input (a model that predicts exactly what it is given)."""
+
+    def __init__(self, depth: torch.Tensor) -> None:
+        super().__init__()
+        self.fixed = depth
+
+    def forward(self, rgb, outputs=None):
+        return {"final_depth": self.fixed}
+
+
+def test_a_disparity_model_is_scored_in_pixels_or_converted_to_metres():
+    baseline, fx = torch.tensor([0.2, 0.25], dtype=torch.float64), torch.tensor([100.0, 120.0], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    depth_m = torch.rand(2, 1, 4, 6, generator=gen) * 50 + 1
+    depth_m[:, :, 0, :2] = 0.0  # invalid (p = 0, 1, or masked by the loader's range)
+    gt = torch.where(depth_m > 0, (baseline * fx).view(2, 1, 1, 1) / depth_m.clamp_min(1e-6), 0.0).float()
+    batch = {
+        "rgb": torch.zeros(2, 3, 4, 6),
+        "semantic": torch.zeros(2, 4, 6, dtype=torch.long),
+        "depth": gt,
+        "valid": torch.ones(2, dtype=torch.bool),
+        "camera": {"fx": fx, "baseline": baseline},
+    }
+    model = _Fixed(2.0 * gt)  # twice the disparity = half the depth
+    kwargs = dict(num_classes=1, dataset="cityscapes", world=World(), depth_target="disparity")
+    pixels = evaluate(model, [batch], **kwargs)["depth"]
+    metres = evaluate(model, [batch], depth_in_metres=True, **kwargs)["depth"]
+    assert (pixels["target"], pixels["unit"]) == ("disparity", "px") and "converted_from" not in pixels
+    assert (metres["unit"], metres["converted_from"]) == ("m", "disparity")
+    assert pixels["num_pixels"] == metres["num_pixels"] == 2 * 22
+    assert pixels["rel"] == pytest.approx(1.0, rel=1e-6) and metres["rel"] == pytest.approx(0.5, rel=1e-6)
+    assert pixels["delta1"] == metres["delta1"] == 0.0  # a ratio of 2 either way
+    # the metric range is in metres whatever the unit scored: beyond 20 m nothing counts
+    capped = evaluate(model, [batch], depth_cap_m=20.0, **kwargs)["depth"]
+    assert capped["num_pixels"] == int(((depth_m > 0) & (depth_m < 20.0)).sum())
 
 
 def test_depth_cap_and_class_names():
@@ -280,6 +318,8 @@ def _numeric_leaves(d: dict, prefix: str = "") -> dict[str, float]:
 
 @pytest.mark.integration
 def test_metrics_do_not_depend_on_world_size(tmp_path):
+    """Every rank runs one thread on batches of one sample (``_rank_main``), so each sample's prediction is bitwise
+    the same on any world size and any machine; the metric sums then differ only by float64 rounding."""
     import torch.multiprocessing as mp
 
     from padnet_dist.config import load_config
@@ -306,4 +346,4 @@ def test_metrics_do_not_depend_on_world_size(tmp_path):
             if isinstance(value, float) and math.isnan(value):
                 assert math.isnan(two[key]), key
             else:
-                assert two[key] == pytest.approx(value, rel=1e-9, abs=1e-12), f"{name}: {key}"
+                assert two[key] == pytest.approx(value, rel=1e-12, abs=1e-15), f"{name}: {key}"
