@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
-
-import torch
-
-from padnet_dist.config import StorageConfig
-from padnet_dist.storage import storage_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,13 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from padnet_dist.train.checkpoint import read_inference_checkpoint
+    from padnet_dist.config import StorageConfig
+    from padnet_dist.eval.inference import export_state_dict
 
-    storage_cfg = StorageConfig(endpoint_url=args.endpoint_url)
-    cfg, state_dict = read_inference_checkpoint(args.checkpoint, storage_cfg)
-    buf = io.BytesIO()
-    torch.save(state_dict, buf)
-    storage_for(args.out, storage_cfg).write_bytes(args.out, buf.getvalue())
-    num_params = sum(t.numel() for t in state_dict.values() if t.is_floating_point())
-    print(f"wrote {args.out}: {len(state_dict)} tensors, {num_params} values, model {cfg.model.backbone}")
+    summary = export_state_dict(args.checkpoint, args.out, StorageConfig(endpoint_url=args.endpoint_url))
+    print(f"wrote {args.out}: {summary.num_tensors} tensors, {summary.num_values} values, model {summary.backbone}")
     return 0

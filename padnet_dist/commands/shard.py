@@ -12,7 +12,8 @@ from ``--endpoint-url`` or the standard AWS environment (``AWS_ENDPOINT_URL``, p
 from __future__ import annotations
 
 import argparse
-import sys
+import dataclasses
+from collections.abc import Callable
 
 from padnet_dist.data.converters import CONVERTERS, get_converter
 from padnet_dist.errors import UserError
@@ -34,13 +35,58 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _cityscapes_flags(parser: argparse.ArgumentParser) -> None:
+    from padnet_dist.data.converters.cityscapes import SPLITS
+
+    parser.add_argument(
+        "--root", required=True, help="Cityscapes directory holding leftImg8bit/, gtFine/, disparity/, camera/"
+    )
+    parser.add_argument("--split", required=True, choices=SPLITS, help="which split to convert")
+
+
+def _nyud_flags(parser: argparse.ArgumentParser) -> None:
+    from padnet_dist.data.converters.nyud import SPLITS
+
+    parser.add_argument("--mat", required=True, help="nyu_depth_v2_labeled.mat (MATLAB v7.3)")
+    parser.add_argument("--splits", required=True, help="splits.mat of the NYU Depth V2 toolbox")
+    parser.add_argument("--class-map", required=True, help="classMapping40.mat (mapClass: NYU label -> 40 classes)")
+    parser.add_argument("--split", required=True, choices=SPLITS, help="train (795 images) or test (654)")
+    parser.add_argument(
+        "--raw-depth", action="store_true", help="use the raw Kinect depth (holes = invalid) instead of the in-painted"
+    )
+
+
+def _synthetic_flags(parser: argparse.ArgumentParser) -> None:
+    from padnet_dist.data.converters.synthetic import SCENE_KINDS
+
+    parser.add_argument("--num", type=int, required=True, help="number of scenes")
+    parser.add_argument("--height", type=int, default=256, help="image height in pixels (default 256)")
+    parser.add_argument("--width", type=int, default=512, help="image width in pixels (default 512)")
+    parser.add_argument("--seed", type=int, default=None, help="scene family (default: derived from --split)")
+    parser.add_argument("--scene", choices=SCENE_KINDS, default="mixed", help="scene kind")
+    parser.add_argument("--split", required=True, help="split name, e.g. train or val")
+
+
+# Each dataset's flags; their destinations are the field names of the converter's OPTIONS dataclass.
+DATASET_FLAGS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "cityscapes": _cityscapes_flags,
+    "nyud": _nyud_flags,
+    "synthetic": _synthetic_flags,
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     for name in CONVERTERS:
-        module = get_converter(name)
-        dataset_parser = sub.add_parser(name, help=module.SUMMARY)
-        module.add_arguments(dataset_parser)
+        dataset_parser = sub.add_parser(name, help=get_converter(name).SUMMARY)
+        DATASET_FLAGS[name](dataset_parser)
         _add_common_arguments(dataset_parser)
+
+
+def converter_options(args: argparse.Namespace):  # noqa: ANN201 - the converter's OPTIONS dataclass
+    """The typed inputs of ``args.dataset``'s converter, taken from the flags of the same names."""
+    options_cls = get_converter(args.dataset).OPTIONS
+    return options_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(options_cls)})
 
 
 def _storage_config(args: argparse.Namespace):  # noqa: ANN202 - StorageConfig
@@ -53,7 +99,8 @@ def _storage_config(args: argparse.Namespace):  # noqa: ANN202 - StorageConfig
 
 
 def run(args: argparse.Namespace) -> int:
-    from padnet_dist.data.writer import write_shards
+    from padnet_dist.data.converters import convert_dataset
+    from padnet_dist.data.manifest import manifest_url_for
 
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: use 1 or more processes")
@@ -61,25 +108,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--samples-per-shard {args.samples_per_shard}: use 1 or more")
     if args.target_shard_mb <= 0:
         raise UserError(f"--target-shard-mb {args.target_shard_mb}: use a positive size")
-    conversion = get_converter(args.dataset).plan(args)
-    progress = not args.no_progress
-    if progress:
-        print(f"converting {conversion.source} -> {args.out}", file=sys.stderr)
-    manifest = write_shards(
-        conversion.jobs,
-        conversion.load,
+    manifest = convert_dataset(
+        args.dataset,
+        converter_options(args),
         out_url=args.out,
-        split=args.split,
-        info=conversion.info,
         storage_cfg=_storage_config(args),
         samples_per_shard=args.samples_per_shard,
         target_shard_bytes=int(args.target_shard_mb * 1_000_000),
         num_workers=args.workers,
         rgb_format=RGB_FORMATS[args.rgb_format],
-        progress=progress,
+        progress=not args.no_progress,
     )
-    from padnet_dist.data.manifest import manifest_url_for
-
     print(
         f"{manifest.num_samples} {manifest.dataset}/{manifest.split} samples in {len(manifest.shards)} shards: "
         f"{manifest_url_for(args.out, args.split)}"

@@ -3,17 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import os
-
-import numpy as np
-
-from padnet_dist.config.run import StorageConfig
-from padnet_dist.data.format import decode_sample, iter_tar_samples
-from padnet_dist.data.manifest import Manifest, read_manifest
-from padnet_dist.errors import UserError
-from padnet_dist.storage import storage_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,85 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from padnet_dist.config import StorageConfig
+    from padnet_dist.data.inspect import inspect_manifest
+
     storage_cfg = StorageConfig(endpoint_url=args.endpoint_url, region=args.region)
-    manifest = read_manifest(args.manifest_url, storage_cfg)
-    print(summary(manifest, args.manifest_url))
-    if args.verify:
-        verify(manifest, args.manifest_url, storage_cfg)
-    if args.index is not None or args.dump:
-        index = args.index or 0
-        sample = read_sample(manifest, args.manifest_url, index, storage_cfg)
-        print(describe_sample(sample, index))
-        if args.dump:
-            dump_sample(sample, args.dump)
-            print(f"wrote sample {index} ({sample['key']}) to {args.dump}")
+    for paragraph in inspect_manifest(
+        args.manifest_url, storage_cfg=storage_cfg, index=args.index, dump_dir=args.dump, verify_shards=args.verify
+    ):
+        print(paragraph, flush=True)
     return 0
-
-
-def summary(manifest: Manifest, manifest_url: str) -> str:
-    classes = ", ".join(f"{i}:{name}" for i, name in enumerate(manifest.classes))
-    lines = [
-        f"manifest:       {manifest_url}",
-        f"dataset/split:  {manifest.dataset}/{manifest.split}",
-        f"format version: {manifest.format_version} (rgb {manifest.rgb_format})",
-        f"samples:        {manifest.num_samples}",
-        f"shards:         {manifest.num_shards} ({manifest.num_bytes / 1e6:.1f} MB)",
-        f"classes:        {manifest.num_classes} ({classes}); ignore index {manifest.ignore_index}",
-        f"camera defaults: {json.dumps(manifest.camera_defaults, sort_keys=True)}",
-    ]
-    return "\n".join(lines)
-
-
-def read_sample(manifest: Manifest, manifest_url: str, index: int, storage_cfg: StorageConfig | None) -> dict:
-    """Decode sample ``index`` by streaming its shard up to it."""
-    shard_number, position = manifest.locate(index)
-    url = manifest.shard_urls(manifest_url)[shard_number]
-    with storage_for(url, storage_cfg).open_read(url) as stream:
-        for i, (key, members) in enumerate(iter_tar_samples(stream, source=url)):
-            if i == position:
-                return decode_sample(members, key)
-    raise UserError(f"{url} holds fewer samples than its manifest says: rewrite it with `padnet-dist shard ...`")
-
-
-def describe_sample(sample: dict, index: int) -> str:
-    depth, semantic = sample["depth"], sample["semantic"]
-    valid = depth[depth > 0]
-    depth_text = f"{valid.min():.2f}..{valid.max():.2f} m" if valid.size else "none valid"
-    ids = np.unique(semantic)
-    lines = [
-        f"sample {index}: key {sample['key']}, {sample['rgb'].shape[1]}x{sample['rgb'].shape[0]} px",
-        f"  depth: {depth_text}, {valid.size / depth.size:.1%} valid",
-        f"  semantic ids: {', '.join(str(i) for i in ids)}",
-        f"  instances: {'none' if sample['instances'] is None else len(np.unique(sample['instances']))}",
-        f"  camera: {json.dumps(sample['camera'], sort_keys=True)}",
-    ]
-    return "\n".join(lines)
-
-
-def dump_sample(sample: dict, directory: str) -> None:
-    """rgb.npy (H, W, 3) uint8, semantic.npy (H, W) uint8, depth.npy (H, W) float32 m, instances.npy (H, W) int32
-    (when present), camera.json, meta.json."""
-    os.makedirs(directory, exist_ok=True)
-    for name in ("rgb", "semantic", "depth", "instances"):
-        if sample[name] is not None:
-            np.save(os.path.join(directory, f"{name}.npy"), sample[name])
-    for name in ("camera", "meta"):
-        with open(os.path.join(directory, f"{name}.json"), "w") as f:
-            json.dump(sample[name], f, indent=1, sort_keys=True)
-
-
-def verify(manifest: Manifest, manifest_url: str, storage_cfg: StorageConfig | None) -> None:
-    """Stream every shard, checking bytes, SHA-256 and sample keys against the manifest; UserError on mismatch."""
-    for shard, url in zip(manifest.shards, manifest.shard_urls(manifest_url)):
-        digest, num_bytes = hashlib.sha256(), 0
-        with storage_for(url, storage_cfg).open_read(url) as stream:
-            while chunk := stream.read(8 << 20):
-                digest.update(chunk)
-                num_bytes += len(chunk)
-        if num_bytes != shard.num_bytes or digest.hexdigest() != shard.sha256:
-            raise UserError(f"{url} does not match its manifest (size or SHA-256): rewrite it with `padnet-dist shard`")
-        with storage_for(url, storage_cfg).open_read(url) as stream:
-            keys = [key for key, _ in iter_tar_samples(stream, source=url)]
-        if keys != shard.keys:
-            raise UserError(f"{url} holds other samples than its manifest lists: rewrite it with `padnet-dist shard`")
-    print(f"verified {manifest.num_shards} shards: sizes, SHA-256 and keys match")

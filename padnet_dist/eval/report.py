@@ -1,7 +1,11 @@
-"""Presenting evaluation results: a plain-text table for people, ``metrics.json`` for programs.
+"""Presenting evaluation results: plain-text tables for people, metrics JSON for programs.
 
 The metrics dict is the one ``padnet_dist.eval.runner.evaluate`` returns: sections ``depth``, ``semantic``,
 ``normals``, ``contour``, ``cityscapes`` (each optional) of scalars, strings and nested per-class dicts.
+``write_metrics_json`` is the one writer of metrics JSON (``{checkpoint}/metrics.json``,
+``{phase_dir}/eval/step-*.json``, ``eval-cityscapes --json``): strict JSON, where a value that is not a finite
+number (NaN: a class absent from the split, an undefined iIoU; +-inf) is written as ``null``, and written atomically
+through the storage layer (local path or s3://).
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ _HEADLINE: tuple[tuple[str, str, str, bool], ...] = (
 
 
 def json_safe(value: Any) -> Any:
-    """Replace NaN/inf by None and tensors/numpy scalars by Python numbers, recursively (strict JSON)."""
+    """Replace NaN/inf by None and tensors/numpy values by Python numbers and lists, recursively (strict JSON)."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
+    if hasattr(value, "tolist") and callable(value.tolist) and getattr(value, "ndim", 0) > 0:
+        return json_safe(value.tolist())
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -44,12 +50,13 @@ def json_safe(value: Any) -> Any:
 
 
 def metrics_to_json(metrics: dict[str, Any]) -> bytes:
-    """Strict JSON (no NaN), keys in the order given, trailing newline."""
+    """Strict JSON (non-finite numbers as null, see ``json_safe``), keys in the order given, trailing newline."""
     return (json.dumps(json_safe(metrics), indent=2, allow_nan=False) + "\n").encode()
 
 
 def write_metrics_json(url: str, metrics: dict[str, Any], *, storage_cfg=None) -> None:
-    """Write ``metrics`` as JSON to ``url`` (local path or s3://), atomically."""
+    """Write ``metrics`` as strict JSON (``metrics_to_json``) to ``url`` (local path or s3://): readers see the
+    whole file or none."""
     storage_for(url, storage_cfg).write_bytes(url, metrics_to_json(metrics))
 
 
@@ -88,4 +95,28 @@ def format_table(metrics: dict[str, Any], *, per_class: bool = True) -> str:
         note = metrics.get(section, {}).get("note")
         if note:
             lines.append(f"note ({section}): {note}")
+    return "\n".join(lines)
+
+
+def _fmt_cityscapes(value: float | None) -> str:
+    return "  n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def format_cityscapes_table(result: dict[str, Any]) -> str:
+    """``padnet_dist.eval.cityscapes.evaluate_folder``'s result as the official script's tables: classes, then
+    categories, each with IoU and iIoU, then the four headline numbers."""
+    lines = [f"{'class':<14} {'IoU':>7} {'iIoU':>7}", "-" * 30]
+    for name, iou in result["class_iou"].items():
+        lines.append(f"{name:<14} {_fmt_cityscapes(iou):>7} {_fmt_cityscapes(result['class_iiou'][name]):>7}")
+    lines += ["-" * 30, f"{'category':<14} {'IoU':>7} {'iIoU':>7}", "-" * 30]
+    for name, iou in result["category_iou"].items():
+        lines.append(f"{name:<14} {_fmt_cityscapes(iou):>7} {_fmt_cityscapes(result['category_iiou'][name]):>7}")
+    lines += [
+        "-" * 30,
+        f"{'IoU class':<16} {_fmt_cityscapes(result['iou_class'])}",
+        f"{'iIoU class':<16} {_fmt_cityscapes(result['iiou_class'])}",
+        f"{'IoU category':<16} {_fmt_cityscapes(result['iou_category'])}",
+        f"{'iIoU category':<16} {_fmt_cityscapes(result['iiou_category'])}",
+        f"({result['num_images']} images of gtFine/{result['split']})",
+    ]
     return "\n".join(lines)

@@ -252,29 +252,23 @@ def _eval_due(cfg: Config, epochs_done: int, num_epochs: int) -> bool:
 
 def _evaluate(engine, cfg: Config, world: World, device: torch.device, logger: RunLogger, step: int) -> None:
     """Score this phase's outputs on ``data.val_manifest``; rank 0 writes ``{phase_dir}/eval/step-*.json``."""
-    from padnet_dist.data.loader import build_eval_loader
-    from padnet_dist.data.manifest import read_manifest
-    from padnet_dist.eval.runner import evaluate
+    from padnet_dist.eval.evaluate import evaluate_split
+    from padnet_dist.eval.report import write_metrics_json
 
-    manifest = read_manifest(cfg.data.val_manifest, cfg.storage)
     model = seam.bare_module(engine)
-    metrics = evaluate(
+    metrics = evaluate_split(
         model,
-        build_eval_loader(cfg.data, world, storage_cfg=cfg.storage),
-        num_classes=cfg.model.num_classes,
-        dataset=manifest.dataset,
+        data_cfg=cfg.data,
+        storage_cfg=cfg.storage,
         world=world,
-        ignore_index=cfg.data.ignore_index,
         device=device,
+        num_classes=cfg.model.num_classes,
         depth_target=cfg.data.depth_target,
-        class_names=manifest.classes,
         outputs=model.phase_outputs(cfg.phase),
     )
     engine.train()
     flat = {f"val/{t}/{k}": v for t in ("depth", "semantic") for k, v in metrics.get(t, {}).items()}
     logger.log({"step": step, **{k: v for k, v in flat.items() if isinstance(v, (int, float))}})
     if world.is_main:
-        import json
-
         url = join_url(checkpoint.phase_dir(cfg.run.dir, cfg.phase), "eval", f"step-{step:09d}.json")
-        storage_for(url, cfg.storage).write_bytes(url, json.dumps(metrics, default=str, indent=1).encode())
+        write_metrics_json(url, metrics, storage_cfg=cfg.storage)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ def nyu(tmp_path):
     return make_nyud_files(tmp_path / "nyu", num_images=6, size=(24, 32))
 
 
-def _args(truth, split: str, raw_depth: bool = False) -> argparse.Namespace:
-    return argparse.Namespace(
+def _options(truth, split: str, raw_depth: bool = False) -> nyud.NyudOptions:
+    return nyud.NyudOptions(
         mat=str(truth.mat), splits=str(truth.splits), class_map=str(truth.class_map), split=split, raw_depth=raw_depth
     )
 
@@ -35,7 +34,7 @@ def test_fixture_is_matlab_73_and_v5_like_the_real_files(nyu):
 
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_split_converts_value_by_value(nyu, split):
-    conversion = nyud.plan(_args(nyu, split))
+    conversion = nyud.plan(_options(nyu, split))
     expected = nyu.train if split == "train" else nyu.test
     assert [job.index for job in conversion.jobs] == expected
     for job in conversion.jobs:
@@ -50,7 +49,7 @@ def test_split_converts_value_by_value(nyu, split):
 
 
 def test_label_extremes_map_through_class_map(nyu):
-    conversion = nyud.plan(_args(nyu, "train"))
+    conversion = nyud.plan(_options(nyu, "train"))
     sample = conversion.load(conversion.jobs[0])
     # fixture puts labels 0, 1 and 894 at row 0, columns 0..2
     assert sample["semantic"][0, 0] == 255
@@ -60,7 +59,7 @@ def test_label_extremes_map_through_class_map(nyu):
 
 
 def test_raw_depth_keeps_holes_invalid(nyu):
-    conversion = nyud.plan(_args(nyu, "test", raw_depth=True))
+    conversion = nyud.plan(_options(nyu, "test", raw_depth=True))
     sample = conversion.load(conversion.jobs[0])
     np.testing.assert_array_equal(sample["depth"], nyu.raw_depth_m[conversion.jobs[0].index])
     assert (sample["depth"] == 0).any() and sample["meta"]["depth"] == "raw"
@@ -68,7 +67,7 @@ def test_raw_depth_keeps_holes_invalid(nyu):
 
 def test_full_size_camera_is_the_toolbox_intrinsics_made_0_based(tmp_path):
     truth = make_nyud_files(tmp_path, num_images=2, size=(480, 640), train=(1,))
-    conversion = nyud.plan(_args(truth, "test"))
+    conversion = nyud.plan(_options(truth, "test"))
     sample = conversion.load(conversion.jobs[0])
     assert sample["rgb"].shape == (480, 640, 3)
     np.testing.assert_array_equal(sample["rgb"], truth.rgb[2])
@@ -76,7 +75,7 @@ def test_full_size_camera_is_the_toolbox_intrinsics_made_0_based(tmp_path):
 
 
 def test_smaller_images_scale_the_camera(nyu):
-    cam = nyud.plan(_args(nyu, "train")).load(nyud.NyudImage(str(nyu.mat), 1))["camera"]
+    cam = nyud.plan(_options(nyu, "train")).load(nyud.NyudImage(str(nyu.mat), 1))["camera"]
     s = 32 / 640
     assert cam["fx"] == pytest.approx(518.8579 * s) and cam["cx"] == pytest.approx((324.5824 + 0.5) * s - 0.5)
 

@@ -1,14 +1,12 @@
 """The official Cityscapes pixel-level evaluation: hand-computed cases, agreement with cityscapesScripts to 1e-6,
-rank-split invariance, folder matching and its errors, and the eval-cityscapes command."""
+rank-split invariance, folder matching and its errors (the eval-cityscapes command: tests/commands)."""
 
-import json
 import math
 import os
 
 import numpy as np
 import pytest
 
-from padnet_dist.cli import main
 from padnet_dist.data.cityscapes_labels import ID_TO_TRAIN_ID, LABELS, NUM_TRAIN_CLASSES, TRAIN_ID_TO_ID
 from padnet_dist.errors import UserError
 from padnet_dist.eval.cityscapes import AVG_CLASS_SIZE_PX, CityscapesEvaluator, evaluate_folder
@@ -144,24 +142,3 @@ def test_instance_ids_are_read_as_16_bit(tmp_path):
     assert frames[0].instances.max() > 24000  # instance ids beyond 8 and 15 bits
     r = evaluate_folder(pred_dir, gt_root)
     assert r["class_iiou"] == pytest.approx(ev.compute()["class_iiou"], nan_ok=True)
-
-
-def test_eval_cityscapes_command(tmp_path, capsys):
-    gt_root, pred_dir = tmp_path / "cityscapes", tmp_path / "results"
-    write_fixture(gt_root, pred_dir, frames_per_city=1, size=(32, 64), seed=4)
-    out = tmp_path / "out" / "cityscapes.json"
-    rc = main(["eval-cityscapes", "--pred", str(pred_dir), "--gt", str(gt_root), "--split", "val", "--json", str(out)])
-    assert rc == 0
-    printed = capsys.readouterr().out
-    for row in ("road", "car", "IoU class", "iIoU class", "IoU category", "iIoU category"):
-        assert row in printed
-    written = json.loads(out.read_text())
-    expected = evaluate_folder(pred_dir, gt_root, "val")
-    for key in HEADLINE:
-        assert written[key] == pytest.approx(expected[key])
-    assert set(written["class_iou"]) == set(expected["class_iou"])
-    assert written["class_iiou"]["road"] is None  # NaN is written as null
-
-    rc = main(["eval-cityscapes", "--pred", str(tmp_path / "nowhere"), "--gt", str(gt_root)])
-    err = capsys.readouterr().err
-    assert rc == 2 and "nowhere" in err and len(err.strip().splitlines()) == 1

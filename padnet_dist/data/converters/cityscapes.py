@@ -14,7 +14,6 @@ value above 33 is an error, as it means the wrong file (a colour or train-id ima
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import numpy as np
 from padnet_dist.data.converters import Conversion
 from padnet_dist.errors import UserError
 
-SUMMARY = "Cityscapes gtFine from its official layout (--root DIR)"
+SUMMARY = "Cityscapes gtFine from its official layout"
 SPLITS = ("train", "val")
 MAX_LABEL_ID = 33
 LICENSE_PLATE_8BIT = 255  # id -1 as stored in an 8-bit image
@@ -77,7 +76,7 @@ def list_frames(root: str | os.PathLike, split: str) -> list[CityscapesFrame]:
         for path in sorted(images_dir.glob("*/*_leftImg8bit.png"))
     ]
     if not frames:
-        raise UserError(f"no *_leftImg8bit.png under {images_dir}/<city>/: is --root the Cityscapes directory?")
+        raise UserError(f"no *_leftImg8bit.png under {images_dir}/<city>/: is {root} the Cityscapes directory?")
     for frame in frames:
         for kind in ("label_ids", "instance_ids", "disparity", "camera"):
             path = frame.path(kind)
@@ -196,17 +195,24 @@ def dataset_info():
     )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--root", required=True, help="Cityscapes directory holding leftImg8bit/, gtFine/, disparity/, camera/"
-    )
-    parser.add_argument("--split", required=True, choices=SPLITS, help="which split to convert")
+@dataclass(frozen=True)
+class CityscapesOptions:
+    """``root``: the directory holding leftImg8bit/, gtFine/, disparity/, camera/; ``split``: train or val."""
+
+    root: str
+    split: str
 
 
-def plan(args: argparse.Namespace) -> Conversion:
-    if not os.path.isdir(args.root):
-        raise UserError(f"--root {args.root} is not a directory: point it at the unpacked Cityscapes dataset")
-    frames = list_frames(args.root, args.split)
+def plan(options: CityscapesOptions) -> Conversion:
+    """The frames of ``options.split``, every input file checked present; a one-line UserError otherwise."""
+    if not os.path.isdir(options.root):
+        raise UserError(
+            f"Cityscapes root {options.root} is not a directory: point it at the unpacked Cityscapes dataset"
+        )
+    frames = list_frames(options.root, options.split)
     return Conversion(
-        jobs=frames, load=load_frame, info=dataset_info(), source=f"Cityscapes {args.split} ({args.root})"
+        jobs=frames, load=load_frame, info=dataset_info(), source=f"Cityscapes {options.split} ({options.root})"
     )
+
+
+OPTIONS = CityscapesOptions

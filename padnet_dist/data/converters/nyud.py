@@ -16,7 +16,6 @@ The .mat file is opened lazily once per worker process; a job is just (file, ind
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import numpy as np
 from padnet_dist.data.converters import Conversion
 from padnet_dist.errors import UserError
 
-SUMMARY = "NYUD-v2 labelled set, 40 classes (--mat, --splits, --class-map)"
+SUMMARY = "NYUD-v2 labelled set, 40 classes"
 SPLITS = ("train", "test")
 NUM_NYU_LABELS = 894
 NYU_WIDTH, NYU_HEIGHT = 640, 480
@@ -85,7 +84,7 @@ def _labeled_file(path: str):  # noqa: ANN202 - an h5py.File
     try:
         stat = os.stat(path)
     except OSError as e:
-        raise UserError(f"cannot open {path} ({e.strerror}): check --mat") from None
+        raise UserError(f"cannot open {path} ({e.strerror}): check the path of nyu_depth_v2_labeled.mat") from None
     key = (os.getpid(), path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
     handle = _OPEN_FILES.get(key)
     if handle is None:
@@ -104,7 +103,7 @@ def check_labeled_file(path: str, raw_depth: bool = False) -> int:
     import h5py
 
     if not os.path.isfile(path):
-        raise UserError(f"--mat {path} does not exist: download nyu_depth_v2_labeled.mat (2.8 GB) from the NYU site")
+        raise UserError(f"{path} does not exist: download nyu_depth_v2_labeled.mat (2.8 GB) from the NYU site")
     if not h5py.is_hdf5(path):
         raise UserError(f"{path} is not MATLAB v7.3 (HDF5): pass nyu_depth_v2_labeled.mat, not splits.mat or a v5 file")
     with h5py.File(path, "r") as f:
@@ -129,7 +128,7 @@ def read_split_indices(path: str, split: str, num_images: int) -> list[int]:
     import scipy.io
 
     if not os.path.isfile(path):
-        raise UserError(f"--splits {path} does not exist: it is splits.mat from the NYU Depth V2 toolbox")
+        raise UserError(f"{path} does not exist: it is splits.mat from the NYU Depth V2 toolbox")
     try:
         data = scipy.io.loadmat(path)
     except (NotImplementedError, ValueError, OSError) as e:
@@ -143,7 +142,7 @@ def read_split_indices(path: str, split: str, num_images: int) -> list[int]:
         if values.size and (values.min() < 1 or values.max() > num_images):
             raise UserError(
                 f"{path}: {_SPLIT_VARIABLES[name]} holds indices {values.min()}..{values.max()} outside 1..{num_images} "
-                "(the images in --mat): the files do not belong together"
+                "(the images of the labelled .mat file): the files do not belong together"
             )
     overlap = np.intersect1d(indices["train"], indices["test"])
     if overlap.size:
@@ -156,7 +155,7 @@ def read_class_map(path: str) -> bytes:
     import scipy.io
 
     if not os.path.isfile(path):
-        raise UserError(f"--class-map {path} does not exist: it is classMapping40.mat (Gupta et al. 2013)")
+        raise UserError(f"{path} does not exist: it is classMapping40.mat (Gupta et al. 2013)")
     try:
         map_class = np.asarray(scipy.io.loadmat(path)["mapClass"]).ravel()
     except KeyError:
@@ -211,27 +210,36 @@ def dataset_info():
     )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mat", required=True, help="nyu_depth_v2_labeled.mat (MATLAB v7.3)")
-    parser.add_argument("--splits", required=True, help="splits.mat of the NYU Depth V2 toolbox")
-    parser.add_argument("--class-map", required=True, help="classMapping40.mat (mapClass: NYU label -> 40 classes)")
-    parser.add_argument("--split", required=True, choices=SPLITS, help="train (795 images) or test (654)")
-    parser.add_argument(
-        "--raw-depth", action="store_true", help="use the raw Kinect depth (holes = invalid) instead of the in-painted"
-    )
+@dataclass(frozen=True)
+class NyudOptions:
+    """The three official files (``mat``: nyu_depth_v2_labeled.mat, ``splits``: splits.mat, ``class_map``:
+    classMapping40.mat), the ``split`` (train: 795 images, test: 654) and whether to take the raw Kinect depth
+    (holes invalid) instead of the in-painted one."""
+
+    mat: str
+    splits: str
+    class_map: str
+    split: str
+    raw_depth: bool = False
 
 
-def plan(args: argparse.Namespace) -> Conversion:
-    mat = os.path.abspath(args.mat)
-    num_images = check_labeled_file(mat, raw_depth=args.raw_depth)
-    indices = read_split_indices(args.splits, args.split, num_images)
+def plan(options: NyudOptions) -> Conversion:
+    """The images of ``options.split``, every file checked; a one-line UserError naming a bad file."""
+    if options.split not in SPLITS:
+        raise UserError(f"NYUD split '{options.split}' is not one of {', '.join(SPLITS)}")
+    mat = os.path.abspath(options.mat)
+    num_images = check_labeled_file(mat, raw_depth=options.raw_depth)
+    indices = read_split_indices(options.splits, options.split, num_images)
     if not indices:
-        raise UserError(f"{args.splits}: split '{args.split}' is empty")
-    lut = read_class_map(args.class_map)
-    depth = "raw" if args.raw_depth else "inpainted"
+        raise UserError(f"{options.splits}: split '{options.split}' is empty")
+    lut = read_class_map(options.class_map)
+    depth = "raw" if options.raw_depth else "inpainted"
     return Conversion(
         jobs=[NyudImage(mat, index, depth) for index in indices],
         load=functools.partial(load_image, label_to_train_id=lut),
         info=dataset_info(),
-        source=f"NYUD-v2 {args.split} ({len(indices)} images from {mat})",
+        source=f"NYUD-v2 {options.split} ({len(indices)} images from {mat})",
     )
+
+
+OPTIONS = NyudOptions

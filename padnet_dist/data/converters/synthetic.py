@@ -1,19 +1,19 @@
 """Synthetic procedural scenes (``padnet_dist.data.synthetic_scene``) as samples: no download needed.
 
-A job is ``SyntheticScene(seed, index, height, width, kind)``; the sample is a pure function of it. Without
-``--seed`` the seed is derived from the split name, so ``train`` and ``val`` never share scenes.
+A job is ``SyntheticScene(seed, index, height, width, kind)``; the sample is a pure function of it. Without a
+seed the seed is derived from the split name, so ``train`` and ``val`` never share scenes.
 """
 
 from __future__ import annotations
 
-import argparse
 import zlib
 from dataclasses import dataclass
 
 from padnet_dist.data.converters import Conversion
 from padnet_dist.errors import UserError
 
-SUMMARY = "procedural room and street scenes (--num N), no download needed"
+SUMMARY = "procedural room and street scenes, no download needed"
+SCENE_KINDS = ("mixed", "room", "street")
 
 
 @dataclass(frozen=True)
@@ -55,28 +55,40 @@ def dataset_info():
     return DatasetInfo(name="synthetic", classes=list(SYNTHETIC_CLASSES), palette=list(SYNTHETIC_PALETTE))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--num", type=int, required=True, help="number of scenes")
-    parser.add_argument("--height", type=int, default=256, help="image height in pixels (default 256)")
-    parser.add_argument("--width", type=int, default=512, help="image width in pixels (default 512)")
-    parser.add_argument("--seed", type=int, default=None, help="scene family (default: derived from --split)")
-    parser.add_argument("--scene", choices=("mixed", "room", "street"), default="mixed", help="scene kind")
-    parser.add_argument("--split", required=True, help="split name, e.g. train or val")
+@dataclass(frozen=True)
+class SyntheticOptions:
+    """What to render: ``num`` scenes of ``height`` x ``width`` pixels for ``split``; ``seed`` None derives it
+    from the split's name (``split_seed``); ``scene`` mixed draws room or street per scene."""
+
+    split: str
+    num: int
+    height: int = 256
+    width: int = 512
+    seed: int | None = None
+    scene: str = "mixed"
 
 
-def plan(args: argparse.Namespace) -> Conversion:
-    if args.num < 1:
-        raise UserError(f"--num {args.num}: give a positive number of scenes")
-    if args.height < 8 or args.width < 8:
-        raise UserError(f"--height {args.height} --width {args.width}: synthetic scenes need at least 8x8 pixels")
-    seed = split_seed(args.split) if args.seed is None else args.seed
+def plan(options: SyntheticOptions) -> Conversion:
+    """The jobs of ``options``; a one-line UserError naming a bad value."""
+    if options.num < 1:
+        raise UserError(f"num={options.num}: give a positive number of scenes")
+    if options.height < 8 or options.width < 8:
+        raise UserError(
+            f"height={options.height} width={options.width}: synthetic scenes need at least 8x8 pixels"
+        )
+    if options.scene not in SCENE_KINDS:
+        raise UserError(f"scene={options.scene!r}: choose one of {', '.join(SCENE_KINDS)}")
+    seed = split_seed(options.split) if options.seed is None else options.seed
     if seed < 0:
-        raise UserError(f"--seed {seed}: use a non-negative integer")
-    kind = None if args.scene == "mixed" else args.scene
-    jobs = [SyntheticScene(seed, i, args.height, args.width, kind) for i in range(args.num)]
+        raise UserError(f"seed={seed}: use a non-negative integer")
+    kind = None if options.scene == "mixed" else options.scene
+    jobs = [SyntheticScene(seed, i, options.height, options.width, kind) for i in range(options.num)]
     return Conversion(
         jobs=jobs,
         load=load_scene,
         info=dataset_info(),
-        source=f"{args.num} synthetic {args.height}x{args.width} scenes (seed {seed})",
+        source=f"{options.num} synthetic {options.height}x{options.width} scenes (seed {seed})",
     )
+
+
+OPTIONS = SyntheticOptions

@@ -110,26 +110,6 @@ def test_eval_on_two_local_ranks_matches_one(tmp_path, monkeypatch):
                 assert two[section][key] == pytest.approx(value, rel=1e-12, abs=1e-15), f"{section}.{key}"
 
 
-def test_metrics_json_is_strict_and_table_lists_headline_numbers():
-    import math
-
-    from padnet_dist.eval.report import format_table, metrics_to_json
-
-    metrics = {
-        "dataset": "cityscapes",
-        "num_samples": 2,
-        "depth": {"rel": 0.1, "rms": 2.0, "log10": 0.05, "delta1": 0.9, "delta2": 0.95, "delta3": 0.99, "note": "n"},
-        "semantic": {"miou": 0.5, "mean_acc": 0.6, "pixel_acc": 0.7, "iou": {"road": 0.9, "wall": math.nan}},
-        "cityscapes": {"iou_class": 0.4, "iiou_class": math.nan, "note": "official numbers need eval-cityscapes"},
-    }
-    parsed = json.loads(metrics_to_json(metrics))  # strict: NaN is not JSON
-    assert parsed["semantic"]["iou"]["wall"] is None and parsed["cityscapes"]["iiou_class"] is None
-    table = format_table(metrics)
-    for label in ("rel", "log10", "rms (m)", "delta < 1.25^3", "mean IoU", "pixel accuracy", "IoU road", "iIoU class"):
-        assert label in table
-    assert "n/a" in table and "eval-cityscapes" in table
-
-
 @pytest.mark.integration
 def test_eval_and_predict_with_everything_on_s3(tmp_path, s3):
     from padnet_dist.storage import storage_for

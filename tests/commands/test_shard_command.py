@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -27,7 +28,8 @@ def test_registry_is_explicit_and_complete():
     assert set(CONVERTERS) == {"cityscapes", "nyud", "synthetic"}
     for name in CONVERTERS:
         module = get_converter(name)
-        assert callable(module.plan) and callable(module.add_arguments) and module.SUMMARY
+        assert callable(module.plan) and dataclasses.is_dataclass(module.OPTIONS) and module.SUMMARY
+        assert not hasattr(module, "add_arguments")  # the command owns the flags
     with pytest.raises(UserError, match="unknown dataset 'kitti'"):
         get_converter("kitti")
 
@@ -102,7 +104,7 @@ def test_synthetic_to_s3(s3, capsys):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--num", "0"], "--num 0"),
+        (["--num", "0"], "num=0"),
         (["--num", "2", "--workers", "0"], "--workers 0"),
         (["--num", "2", "--height", "4"], "at least 8x8"),
         (["--num", "2", "--samples-per-shard", "0"], "--samples-per-shard 0"),
@@ -121,3 +123,28 @@ def test_missing_dataset_root_is_one_line(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert str(tmp_path / "cs") in err and err.count("\n") == 0
+
+
+def test_flags_map_to_the_converters_typed_options(tmp_path):
+    """Each dataset's flags become its converter's OPTIONS dataclass, field by field (no argparse in converters)."""
+    import argparse
+
+    from padnet_dist.commands.shard import add_arguments, converter_options
+    from padnet_dist.data.converters.cityscapes import CityscapesOptions
+    from padnet_dist.data.converters.nyud import NyudOptions
+    from padnet_dist.data.converters.synthetic import SyntheticOptions
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = ["--out", str(tmp_path)]
+    cases = {
+        ("nyud", "--mat", "m.mat", "--splits", "s.mat", "--class-map", "c.mat", "--split", "test", "--raw-depth"): (
+            NyudOptions(mat="m.mat", splits="s.mat", class_map="c.mat", split="test", raw_depth=True)
+        ),
+        ("cityscapes", "--root", "/cs", "--split", "val"): CityscapesOptions(root="/cs", split="val"),
+        ("synthetic", "--num", "3", "--split", "train", "--scene", "room"): SyntheticOptions(
+            split="train", num=3, scene="room"
+        ),
+    }
+    for argv, expected in cases.items():
+        assert converter_options(parser.parse_args([*argv, *out])) == expected
