@@ -300,3 +300,21 @@ def test_ranks_rendezvous_at_the_first_node_of_the_node_list(slurm_cluster, tmp_
     assert [line[:3] for line in lines] == [["0", "n1", NODE_ADDRS["n1"]], ["1", "n1", NODE_ADDRS["n1"]]]
     assert lines[0][3] == lines[1][3] and 20000 <= int(lines[0][3]) < 30000
     assert socket.gethostbyname("n2") == NODE_ADDRS["n2"]
+
+
+def test_self_requeue_stops_at_padnet_max_requeues(slurm_cluster, tmp_path):
+    # The requeue logic of slurm/train.sh on its own: a stand-in for `padnet-dist` that always exits 75, as a rank
+    # does after committing a checkpoint on SIGTERM.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "padnet-dist").write_text('#!/bin/sh\necho "run ${SLURM_RESTART_COUNT:-0}"\nexit 75\n')
+    (bin_dir / "padnet-dist").chmod(0o755)
+    env = _job_env(slurm_cluster, PADNET_MAX_REQUEUES="1", PADNET_VENV=str(tmp_path / "no-venv"))
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    job_id = _sbatch(slurm_cluster, tmp_path, "--job-name=cap", "--nodes=1", "--ntasks-per-node=1", "--time=5",
+                     "slurm/train.sh", env=env)  # fmt: skip
+    job = _wait(slurm_cluster, job_id, tmp_path, timeout_s=120)
+    # requeued once, then it stops: FAILED with the interrupted exit code, so afterok dependents never start
+    assert (job["JobState"], job["Restarts"], job["ExitCode"]) == ("FAILED", "1", "75:0"), job
+    log = (tmp_path / f"cap-{job_id}.out").read_text()
+    assert log.count("requeueing job") == 1 and "PADNET_MAX_REQUEUES=1): not requeueing" in log, log

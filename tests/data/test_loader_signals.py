@@ -48,7 +48,7 @@ def test_sigterm_and_sigint_to_every_worker_leave_the_epoch_intact(dataset, buil
     assert len(signalled) == 2
 
 
-WORKERS_THEN_SLEEP = """
+WORKERS_THEN = """
 import sys, time
 from loader_fixtures import data_config
 from padnet_dist.data.loader import build_train_loader
@@ -57,13 +57,20 @@ loader = build_train_loader(data_config(num_workers=2, batch_size=1), World(), m
 batches = iter(loader)
 next(batches)
 print("ready", flush=True)
-time.sleep(600)
+if sys.argv[2] == "sleep":
+    time.sleep(600)
 """
 
 
-def test_workers_die_when_their_rank_is_sigkilled(dataset):
+def _rank(dataset: str, then: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), *sys.path])}
-    rank = subprocess.Popen([sys.executable, "-c", WORKERS_THEN_SLEEP, dataset], env=env, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKERS_THEN, dataset, then], env=env, stdout=subprocess.PIPE, text=True
+    )
+
+
+def test_workers_die_when_their_rank_is_sigkilled(dataset):
+    rank = _rank(dataset, "sleep")
     try:
         assert rank.stdout.readline().strip() == "ready"
         workers = psutil.Process(rank.pid).children()
@@ -75,3 +82,13 @@ def test_workers_die_when_their_rank_is_sigkilled(dataset):
     gone, alive = psutil.wait_procs(workers, timeout=3)
     alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"workers {[p.pid for p in alive]} outlived their rank"
+
+
+def test_a_rank_exits_while_its_workers_are_mid_epoch(dataset):
+    # At exit multiprocessing SIGTERMs the workers of an unfinished epoch and joins them: the rank's own SIGTERM
+    # still ends them, or the rank would hang there forever.
+    rank = _rank(dataset, "exit")
+    try:
+        assert rank.wait(timeout=120) == 0
+    finally:
+        rank.kill()
