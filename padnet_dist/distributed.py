@@ -17,14 +17,31 @@ from padnet_dist.world import World
 
 
 def choose_device(engine_cfg: EngineConfig, world: World) -> torch.device:
-    """``cuda:{local_rank}`` or ``cpu``; ``auto`` picks cuda when it is available."""
+    """A GPU of this rank (``cuda_device_index``) or ``cpu``; ``auto`` picks cuda when it is available."""
     want_cuda = engine_cfg.device == "cuda" or (engine_cfg.device == "auto" and torch.cuda.is_available())
     if not want_cuda:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise UserError("engine.device=cuda but no GPU is visible: use engine.device=cpu (or auto)")
-    torch.cuda.set_device(world.local_rank)
-    return torch.device("cuda", world.local_rank)
+    index = cuda_device_index(world.local_rank, world.world_size // world.num_nodes, torch.cuda.device_count())
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def cuda_device_index(local_rank: int, num_local_ranks: int, num_visible: int) -> int:
+    """Which of the ``num_visible`` GPUs this process sees (CUDA_VISIBLE_DEVICES) rank ``local_rank`` uses.
+
+    When a process sees at least one GPU per rank of its node (torchrun, ``--nproc``, srun without GPU
+    binding), the GPUs are shared by index: ``local_rank``. When it sees fewer (``srun --gpus-per-task``,
+    ``--gpu-bind``, Ray: the launcher gave each task its own devices), they are its own: device 0.
+    """
+    if num_visible < 1:
+        raise UserError("no GPU is visible to this rank (CUDA_VISIBLE_DEVICES is empty): use engine.device=cpu")
+    if num_visible >= num_local_ranks:
+        if local_rank >= num_visible:
+            raise UserError(f"local rank {local_rank} has no GPU: this node shows {num_visible}; start fewer ranks")
+        return local_rank
+    return 0
 
 
 def choose_backend(engine_cfg: EngineConfig, device: torch.device) -> str:

@@ -20,6 +20,10 @@ from padnet_dist.errors import UserError
 from padnet_dist.world import World
 
 DEFAULT_MASTER_PORT = 29500
+# Under srun without MASTER_PORT: a port derived from the job id, so two jobs sharing a node do not collide,
+# below Linux's ephemeral range (32768-60999) from which the kernel hands out outgoing connections' ports.
+SLURM_PORT_BASE = 20000
+SLURM_PORT_SPAN = 10000
 RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -30,8 +34,7 @@ def world_from_env(environ: Mapping[str, str], *, slurm_first_host: str = "") ->
     MASTER_ADDR, MASTER_PORT. Under ``srun`` the ranks come from SLURM_PROCID, SLURM_NTASKS,
     SLURM_LOCALID, SLURM_NODEID, SLURM_NNODES; the master is ``MASTER_ADDR`` when set, else
     ``slurm_first_host`` (the first host of ``scontrol show hostnames $SLURM_JOB_NODELIST``, which the
-    caller resolves), and the port is ``MASTER_PORT`` or one derived from SLURM_JOB_ID so that two jobs
-    sharing a node do not collide.
+    caller resolves), and the port is ``MASTER_PORT`` or ``slurm_job_port(SLURM_JOB_ID)``.
     """
     if "RANK" in environ and "WORLD_SIZE" in environ:
         world_size = _int(environ, "WORLD_SIZE")
@@ -56,7 +59,7 @@ def world_from_env(environ: Mapping[str, str], *, slurm_first_host: str = "") ->
         if "MASTER_PORT" in environ:
             port = _int(environ, "MASTER_PORT")
         else:
-            port = 20000 + _int(environ, "SLURM_JOB_ID", default=0) % 20000
+            port = slurm_job_port(_int(environ, "SLURM_JOB_ID", default=0))
         return World(
             rank=_int(environ, "SLURM_PROCID"),
             local_rank=_int(environ, "SLURM_LOCALID", default=0),
@@ -67,6 +70,11 @@ def world_from_env(environ: Mapping[str, str], *, slurm_first_host: str = "") ->
             master_port=port,
         )
     return World()
+
+
+def slurm_job_port(job_id: int) -> int:
+    """The rendezvous port of Slurm job ``job_id``: 20000-29999, outside the ephemeral port range."""
+    return SLURM_PORT_BASE + job_id % SLURM_PORT_SPAN
 
 
 def slurm_first_host(environ: Mapping[str, str]) -> str:

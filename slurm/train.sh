@@ -7,8 +7,9 @@
 #
 # The #SBATCH lines are GPU-cluster defaults; any sbatch option on the command line wins (CPU: --gpus-per-node=0
 # --cpus-per-task=1). Arguments: --config files first, then key=value overrides. PHASE (env) appends phase=$PHASE.
-# Preemption: SIGTERM reaches every rank 120 s before the time limit (or at preemption); the ranks commit a
-# checkpoint and exit; a requeued or resubmitted job resumes from it (run.resume=auto).
+# Time limit, preemption, scancel --signal=TERM: SIGTERM reaches every rank (120 s before the time limit); the ranks
+# commit a checkpoint and exit 75; this script then requeues the job (same id, so afterok dependents keep waiting)
+# at most PADNET_MAX_REQUEUES times (default 10) in all, and the requeued run resumes from that checkpoint.
 #SBATCH --job-name=padnet-train
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=8
@@ -32,5 +33,23 @@ if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then
     export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"
 fi
 
-# --kill-on-bad-exit: a rank that dies must not leave the others waiting in a collective
-exec srun --kill-on-bad-exit=1 padnet-dist train "$@" ${PHASE:+"phase=$PHASE"}
+# Slurm signals the batch shell too on a preemption or `scancel --full`: the shell must outlive srun to requeue.
+trap 'echo "padnet-dist: SIGTERM; waiting for the ranks to commit a checkpoint" >&2' TERM
+
+# --kill-on-bad-exit: a rank that dies must not leave the others waiting in a collective. A rank exits only after
+# the checkpoint is committed, and a signal then cannot change its exit code, so 75 from srun means "committed".
+srun --kill-on-bad-exit=1 padnet-dist train "$@" ${PHASE:+"phase=$PHASE"} && rc=0 || rc=$?
+
+max_requeues="${PADNET_MAX_REQUEUES:-10}"
+if [ "$rc" -eq 75 ] && [ -n "${SLURM_JOB_ID:-}" ]; then  # 75: EXIT_INTERRUPTED, a checkpoint was committed
+    restarts="${SLURM_RESTART_COUNT:-0}"
+    if [ "$restarts" -lt "$max_requeues" ]; then
+        echo "padnet-dist: interrupted after a committed checkpoint; requeueing job $SLURM_JOB_ID" \
+            "(restart $((restarts + 1)) of at most $max_requeues, PADNET_MAX_REQUEUES)" >&2
+        scontrol requeue "$SLURM_JOB_ID" || echo "padnet-dist: scontrol requeue failed: resubmit to resume" >&2
+    else
+        echo "padnet-dist: job $SLURM_JOB_ID was requeued $restarts times (PADNET_MAX_REQUEUES=$max_requeues):" \
+            "not requeueing; resubmit the same command to resume" >&2
+    fi
+fi
+exit "$rc"

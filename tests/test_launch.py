@@ -7,9 +7,11 @@ import time
 
 import pytest
 
+from padnet_dist.commands.train import EXIT_INTERRUPTED
 from padnet_dist.errors import UserError
-from padnet_dist.launch import local_rank_env, spawn_local, world_from_env
+from padnet_dist.launch import local_rank_env, slurm_job_port, spawn_local, world_from_env
 from padnet_dist.world import World
+from tests.train.tiny_run import REPO
 
 
 def test_no_launcher_is_a_single_process():
@@ -49,8 +51,21 @@ def test_slurm_maps_its_variables_and_the_first_host():
     w = world_from_env(env, slurm_first_host="n1")
     assert (w.rank, w.local_rank, w.world_size, w.node_rank, w.num_nodes) == (5, 2, 6, 1, 2)
     assert w.master_addr == "n1"
-    assert w.master_port == 20000 + 12345 % 20000
+    assert w.master_port == 22345
     assert world_from_env({**env, "MASTER_ADDR": "h", "MASTER_PORT": "4000"}).master_port == 4000
+
+
+def test_slurm_ports_stay_below_the_ephemeral_range():
+    # Linux hands out 32768-60999 for outgoing connections; a rendezvous port there can be taken at random
+    ports = {slurm_job_port(job_id) for job_id in range(0, 200_000, 7)}
+    assert min(ports) >= 20000 and max(ports) < 32768
+    assert slurm_job_port(1234) != slurm_job_port(1235)  # neighbouring jobs sharing a node
+
+
+def test_train_script_requeues_on_the_interrupted_exit_code():
+    script = (REPO / "slurm" / "train.sh").read_text()
+    assert f'"$rc" -eq {EXIT_INTERRUPTED}' in script and 'scontrol requeue "$SLURM_JOB_ID"' in script
+    assert "SLURM_RESTART_COUNT" in script and "PADNET_MAX_REQUEUES" in script
 
 
 def test_slurm_without_a_master_host_says_what_to_set():

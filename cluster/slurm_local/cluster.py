@@ -7,15 +7,19 @@ reach the cluster through ``SLURM_CONF`` (``cluster.env()``). Installs nothing: 
     with LocalSlurmCluster() as cluster:                      # or: python -m cluster.slurm_local.cluster
         subprocess.run(["sbatch", ...], env=cluster.env())
 
-Both nodes are this host on 127.0.0.1. Their names (n1, n2) resolve nowhere, so a task prolog gives every task
-``MASTER_ADDR=127.0.0.1`` unless it is set, standing in for the name service of a real cluster (where the first
-host of the node list resolves and padnet-dist's launch layer uses it).
+Both nodes are this host. As on a real cluster, their names resolve through the name service: while the cluster
+runs, ``/etc/hosts`` maps n1 and n2 to their own loopback addresses (127.0.0.11, 127.0.0.12), and slurm.conf gives
+no ``NodeAddr``, so slurmctld reaches each slurmd by its name and padnet-dist's launch layer finds the rendezvous
+host by resolving the first name of ``scontrol show hostnames $SLURM_JOB_NODELIST``. ``stop()`` removes exactly
+the lines ``start()`` added (tagged with this cluster's directory) and leaves the rest of ``/etc/hosts`` as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +30,10 @@ from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "srun")
-NODE_NAMES = ("n1", "n2")
+NODE_ADDRS = {"n1": "127.0.0.11", "n2": "127.0.0.12"}  # every 127/8 address reaches this host's loopback
+NODE_NAMES = tuple(NODE_ADDRS)
+HOSTS_FILE = "/etc/hosts"
+HOSTS_TAG = "# padnet-slurm-local"
 
 
 class ClusterError(RuntimeError):
@@ -67,7 +74,9 @@ def _free_port(num_consecutive: int = 1) -> int:
     raise ClusterError(f"no {num_consecutive} consecutive free ports on 127.0.0.1")
 
 
-def slurm_conf(root: Path, *, ctld_port: int, slurmd_port: int, num_cpus_per_node: int) -> str:
+def slurm_conf(
+    root: Path, *, ctld_port: int, slurmd_port: int, num_cpus_per_node: int, requeue_delay_s: int = 10
+) -> str:
     """slurm.conf of a cluster whose nodes n1, n2 are this host (slurmd ports ``slurmd_port`` and the next)."""
     host = socket.gethostname()
     return f"""\
@@ -78,7 +87,8 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={root}/munge/munge.socket
+# cred_expire: how long a requeued job waits before it may start again (Slurm default 120 s; short for tests)
+AuthInfo=socket={root}/munge/munge.socket,cred_expire={requeue_delay_s}
 StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool/%n
 SlurmctldPidFile={root}/run/slurmctld.pid
@@ -100,22 +110,41 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SlurmdParameters=config_overrides
 ReturnToService=2
-TaskProlog={root}/task_prolog.sh
 SchedulerParameters=sched_interval=1
 MessageTimeout=30
 SlurmdTimeout=60
 KillWait=10
 InactiveLimit=0
 MinJobAge=3600
-NodeName=n[1-2] NodeHostname={host} NodeAddr=127.0.0.1 Port={slurmd_port}-{slurmd_port + 1} CPUs={num_cpus_per_node} State=UNKNOWN
+NodeName=n[1-2] NodeHostname={host} Port={slurmd_port}-{slurmd_port + 1} CPUs={num_cpus_per_node} State=UNKNOWN
 PartitionName=debug Nodes=n[1-2] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 """
 
 
-TASK_PROLOG = """#!/bin/sh
-# Node names n1/n2 do not resolve: both nodes are this host on loopback.
-[ -n "${MASTER_ADDR:-}" ] || echo "export MASTER_ADDR=127.0.0.1"
-"""
+def add_host_entries(hosts_text: str, tag: str) -> str:
+    """``hosts_text`` (an /etc/hosts) with one line per node, each ending in ``tag`` so it can be removed."""
+    lines = [f"{addr} {name} {tag}" for name, addr in NODE_ADDRS.items()]
+    return hosts_text + ("" if not hosts_text or hosts_text.endswith("\n") else "\n") + "\n".join(lines) + "\n"
+
+
+def remove_host_entries(hosts_text: str, tag: str) -> str:
+    """``hosts_text`` without the lines ``add_host_entries`` added with ``tag``."""
+    return "".join(line for line in hosts_text.splitlines(keepends=True) if not line.rstrip().endswith(tag))
+
+
+def _write_hosts(text: str) -> None:
+    # Atomic where /etc/hosts is a plain file; a container bind-mounts it (rename fails: EBUSY), so then in place.
+    tmp = f"{HOSTS_FILE}.padnet-{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, os.stat(HOSTS_FILE).st_mode & 0o7777)
+        os.replace(tmp, HOSTS_FILE)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        with open(HOSTS_FILE, "w") as f:
+            f.write(text)
 
 
 class LocalSlurmCluster:
@@ -131,6 +160,7 @@ class LocalSlurmCluster:
         self.conf_path = self.root / "slurm.conf"
         self.start_s = 0.0
         self._procs: list[tuple[str, subprocess.Popen]] = []
+        self._hosts_added = False
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """``base`` (default: this process's environment) with ``SLURM_CONF`` pointing at this cluster."""
@@ -157,6 +187,7 @@ class LocalSlurmCluster:
         started = time.monotonic()
         try:
             self._write_files()
+            self._add_host_entries()
             self._start_munged()
             self._spawn("slurmctld", ["slurmctld", "-D", "-i"])
             for node in NODE_NAMES:
@@ -182,8 +213,40 @@ class LocalSlurmCluster:
                     proc.kill()
                     proc.wait()
             self._procs.remove((name, proc))
+        self._remove_host_entries()
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def _hosts_tag(self) -> str:
+        return f"{HOSTS_TAG} {self.root}"
+
+    def _add_host_entries(self) -> None:
+        """Map the node names to their addresses in /etc/hosts; stale lines of a cluster killed before its
+        ``stop()`` (its directory is gone) are dropped first. A name that already resolves elsewhere is refused."""
+        text = Path(HOSTS_FILE).read_text()
+        kept = "".join(
+            line for line in text.splitlines(keepends=True)
+            if HOSTS_TAG not in line or Path(line.split(HOSTS_TAG, 1)[1].strip()).is_dir()
+        )  # fmt: skip
+        if kept != text:
+            _write_hosts(kept)
+        for name, addr in NODE_ADDRS.items():
+            try:
+                found = socket.gethostbyname(name)
+            except OSError:
+                continue
+            if found != addr:
+                raise ClusterError(
+                    f"node name {name} already resolves to {found}, not {addr}: remove it from {HOSTS_FILE}"
+                )
+        _write_hosts(add_host_entries(kept, self._hosts_tag))
+        self._hosts_added = True
+
+    def _remove_host_entries(self) -> None:
+        if self._hosts_added:
+            _write_hosts(remove_host_entries(Path(HOSTS_FILE).read_text(), self._hosts_tag))
+            self._hosts_added = False
 
     def _cancel_jobs(self, timeout_s: float = 30.0) -> None:
         # A job step's slurmstepd and its tasks outlive slurmd: end them through Slurm while it still runs.
@@ -216,9 +279,6 @@ class LocalSlurmCluster:
             )
         )
         (self.root / "cgroup.conf").write_text("# unused: ProctrackType=proctrack/linuxproc, TaskPlugin=task/none\n")
-        prolog = self.root / "task_prolog.sh"
-        prolog.write_text(TASK_PROLOG)
-        prolog.chmod(0o755)
         key = self.root / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
@@ -269,7 +329,8 @@ class LocalSlurmCluster:
 
 
 def main() -> int:
-    """Run the cluster until Ctrl-C, printing how to reach it (a manual playground)."""
+    """Run the cluster until Ctrl-C or SIGTERM, printing how to reach it (a manual playground)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop() still runs: daemons end, /etc/hosts restored
     with LocalSlurmCluster() as cluster:
         print(f"two-node Slurm cluster up in {cluster.start_s:.1f} s; in another shell:")
         print(f"  export SLURM_CONF={cluster.conf_path}; sinfo")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from padnet_dist.config.cli_args import add_config_arguments, config_from_args
@@ -23,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from padnet_dist.train.stop import StopRequest
+
+    # From the first line: a SIGTERM while this rank starts up is passed on to the training loop (which commits
+    # after its first step) instead of killing the rank before it can.
+    held = StopRequest()
     cfg = config_from_args(args)  # validate before starting any rank
     from padnet_dist import launch
 
@@ -30,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         argv = [sys.executable, "-m", "padnet_dist.cli", "train"]
         for path in args.config:
             argv += ["--config", path]
+        held.restore()  # the launcher passes signals on to its ranks
         return launch.spawn_local(args.nproc, argv + list(args.overrides))
 
     from padnet_dist.train import train
@@ -38,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = train(cfg, world)
     finally:
+        # This rank is done (committed, or failed): a SIGTERM now, e.g. from srun --kill-on-bad-exit once another
+        # rank exited, must not turn its exit code into 143. SIG_IGN, because Python resets handlers of its own
+        # to the default while it shuts down.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         import torch.distributed as dist
 
         if dist.is_initialized():  # a clean exit of gloo/nccl; Ray workers own their group and never get here

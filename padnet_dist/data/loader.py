@@ -18,8 +18,10 @@ disparity in pixels from each sample's baseline and fx, or inverse depth), 0 = i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +37,7 @@ from padnet_dist.data.augment import augment_sample, draw_params, prepare_eval_s
 from padnet_dist.data.cache import ShardRead, read_shard_samples
 from padnet_dist.data.format import decode_sample
 from padnet_dist.data.manifest import read_manifest
+from padnet_dist.data.workers import stop_signals_held, worker_init
 from padnet_dist.errors import UserError
 from padnet_dist.storage import storage_for
 from padnet_dist.targets import contours_from_labels, depth_to_target, normals_from_depth
@@ -331,8 +334,11 @@ class ShardLoader:
             batch_size=None,
             num_workers=self.spec.num_workers,
             in_order=True,
+            worker_init_fn=functools.partial(worker_init, os.getpid()) if self.spec.num_workers else None,
         )
-        for batch, info in loader:
+        with stop_signals_held():
+            batches = iter(loader)  # forks the workers
+        for batch, info in batches:
             if "error" in info:
                 raise UserError(info["error"])
             if info["corrupt"]:

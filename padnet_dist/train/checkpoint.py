@@ -65,6 +65,11 @@ def is_committed(ckpt_url: str, storage) -> bool:
     return storage.exists(join_url(ckpt_url, COMMIT_MARKER))
 
 
+def committed_step(ckpt_url: str, storage) -> int:
+    """The training step a committed checkpoint was taken after (from its ``COMMITTED`` marker)."""
+    return int(_read_json(join_url(ckpt_url, COMMIT_MARKER), storage)["step"])
+
+
 def resolve_resume(cfg: Config, storage) -> str | None:
     """The checkpoint this phase resumes from: per ``run.resume`` (auto | never | URL); None to start fresh."""
     resume = cfg.run.resume

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from typing import Any
 
@@ -20,6 +18,7 @@ from padnet_dist.train.hooks import TrainHooks
 from padnet_dist.train.logging import RunLogger
 from padnet_dist.train.rng import rng_state, seed_everything, set_rng_state
 from padnet_dist.train.schedule import lr_at
+from padnet_dist.train.stop import StopRequest
 from padnet_dist.world import World
 
 TARGETS = ("semantic", "depth", "normals", "contour", "valid")
@@ -34,6 +33,10 @@ def train(cfg: Config, world: World, *, hooks: TrainHooks | None = None) -> dict
     or ``hooks.should_stop()`` said so. ``hooks``: a launcher's part in the loop (``TrainHooks``).
     """
     hooks = hooks if hooks is not None else TrainHooks()
+    # SIGTERM (scancel, a time limit's --signal, a preemption, a launcher stopping its ranks) from here on is
+    # noted, not fatal: the ranks agree after a step, commit a checkpoint and return. Set first, so that a
+    # signal during setup still ends in a commit after the first step.
+    stop = StopRequest()
     phase = cfg.phase
     phase_cfg = cfg.phases.phase1 if phase == 1 else cfg.phases.phase2
     phase_dir = checkpoint.phase_dir(cfg.run.dir, phase)
@@ -45,6 +48,29 @@ def train(cfg: Config, world: World, *, hooks: TrainHooks | None = None) -> dict
     for url in (resume_url, init_url):
         if url is not None:
             checkpoint.check_model_matches(url, cfg.model, storage)
+
+    from padnet_dist.data.loader import build_train_loader
+
+    loader = build_train_loader(cfg.data, world, storage_cfg=cfg.storage)
+    accum = cfg.optim.grad_accum_steps
+    steps_per_epoch = len(loader) // accum
+    if steps_per_epoch < 1:
+        raise UserError(
+            f"one epoch has {len(loader)} batches per rank, fewer than optim.grad_accum_steps={accum}: "
+            "use more data, fewer ranks or a smaller data.batch_size"
+        )
+    total_steps = steps_per_epoch * phase_cfg.epochs
+    stop_step = min(total_steps, cfg.run.max_steps) if cfg.run.max_steps else total_steps
+
+    resumed_step = checkpoint.committed_step(resume_url, storage) if resume_url is not None else -1
+    if resumed_step >= stop_step:
+        # Nothing left (a requeued or resubmitted job after the phase ended): return before any rank waits
+        # for another, so the job ends at once and an afterok dependency on it fires.
+        stop.restore()
+        step = resumed_step
+        return {"phase": phase, "step": step, "total_steps": total_steps, "finished": step >= total_steps,
+                "stopped_by_signal": False, "checkpoint": resume_url, "resumed_from": resume_url,
+                "initialised_from": None, "losses": {}, "samples_per_s": 0.0, "world_size": world.world_size}  # fmt: skip
 
     device = choose_device(cfg.engine, world)
     seam.check_precision(cfg.engine, device)
@@ -62,19 +88,6 @@ def train(cfg: Config, world: World, *, hooks: TrainHooks | None = None) -> dict
         [p for p in model.parameters() if p.requires_grad], phase_cfg.lr, cfg.optim.momentum, cfg.optim.weight_decay
     )
     engine = seam.wrap(model, optimizer, cfg, world, device)
-
-    from padnet_dist.data.loader import build_train_loader
-
-    loader = build_train_loader(cfg.data, world, storage_cfg=cfg.storage)
-    accum = cfg.optim.grad_accum_steps
-    steps_per_epoch = len(loader) // accum
-    if steps_per_epoch < 1:
-        raise UserError(
-            f"one epoch has {len(loader)} batches per rank, fewer than optim.grad_accum_steps={accum}: "
-            "use more data, fewer ranks or a smaller data.batch_size"
-        )
-    total_steps = steps_per_epoch * phase_cfg.epochs
-    stop_step = min(total_steps, cfg.run.max_steps) if cfg.run.max_steps else total_steps
 
     step = 0
     if resume_url is not None:
@@ -119,7 +132,6 @@ def train(cfg: Config, world: World, *, hooks: TrainHooks | None = None) -> dict
         hooks.on_commit(url, step, {"step": float(step), **last})
         return url
 
-    stop = StopRequest()  # SIGTERM (scancel, preemption, a launcher stopping its ranks): checkpoint, then stop
     engine.train()
     while step < stop_step and not stop.agreed:
         epoch = step // steps_per_epoch
@@ -181,12 +193,18 @@ def train(cfg: Config, world: World, *, hooks: TrainHooks | None = None) -> dict
 
         if step % steps_per_epoch == 0 and _eval_due(cfg, step // steps_per_epoch, phase_cfg.epochs):
             _evaluate(engine, cfg, world, device, logger, step)
+            # a signal or a launcher's stop during evaluation stops before the next epoch; an agreement already
+            # reached stays (it is the same on every rank, so should_stop() is still called everywhere)
+            stop.agreed = seam.any_rank(hooks.should_stop() or stop.requested or stop.agreed)
 
     final_url = checkpoint.checkpoint_url(phase_dir, step)
     if step != saved_step:
         final_url = save_checkpoint()
-    stop.restore()
     logger.close(storage)
+    # Sync point: no rank returns (and exits) before rank 0 has written COMMITTED; srun --kill-on-bad-exit
+    # would otherwise stop rank 0 mid-commit as soon as another rank exited 75.
+    seam.barrier()
+    stop.restore()
     elapsed_s = time.perf_counter() - started
     return {
         "phase": phase,
@@ -201,29 +219,6 @@ def train(cfg: Config, world: World, *, hooks: TrainHooks | None = None) -> dict
         "samples_per_s": (step - first_step) * samples_per_step * world.world_size / max(elapsed_s, 1e-9),
         "world_size": world.world_size,
     }
-
-
-class StopRequest:
-    """Notes SIGTERM instead of dying at once, so the loop can commit a checkpoint first.
-
-    Only in the main thread (Python's rule for signal handlers); elsewhere, e.g. in a Ray worker's
-    training thread, signals keep their default behaviour.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.agreed = False
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._note)
-
-    def _note(self, _signum: int, _frame: object) -> None:
-        self.requested = True
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
 
 
 def _build_model(cfg: Config, storage, *, resumed: bool, init_url: str | None) -> torch.nn.Module:
