@@ -19,7 +19,8 @@ import pytest
 from cluster.slurm_local.cluster import ClusterError, LocalSlurmCluster, missing_requirements
 from padnet_dist.storage import storage_for
 from padnet_dist.train import checkpoint as ckpt
-from tests.train.tiny_run import REPO, tiny_overrides, write_tiny_shards
+from tests.helpers import REPO_ROOT
+from tests.helpers.tiny_run import tiny_overrides, write_tiny_shards
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +71,7 @@ def _sbatch(cluster: LocalSlurmCluster, out_dir: Path, *args: str, env: dict[str
     # srun honours SLURM_STDOUTMODE like --output: one file per task, named by Slurm's node (%n) and task (%t) ids
     job_env.setdefault("SLURM_STDOUTMODE", str(out_dir / "%x-%j-node%n-rank%t.out"))
     cmd = ["sbatch", "--parsable", f"--output={out_dir}/%x-%j.out", *CPU_RUN, *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=job_env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=job_env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"{' '.join(cmd)}: {proc.stderr}"
     return int(proc.stdout.strip().split(";")[0])
 
