@@ -65,7 +65,11 @@ def open_shard(
 class ReadAheadStream(io.RawIOBase):
     """Reads ``source`` in a background thread, up to ``num_chunks`` chunks ahead of the consumer.
 
-    Errors of the source are re-raised to the consumer at the point they occurred in the stream.
+    Errors of the source are re-raised to the consumer at the point they occurred in the stream. Kept (with
+    ``S3Storage``'s resuming reader, see ``storage.s3._S3Reader`` for the side-by-side measurement against
+    ``pyarrow.fs``): it overlaps the network with decoding, 138 -> 148 MB/s on moto_server alone and more when the
+    consumer decodes. The node cache is ``Storage.get_file`` (boto3's transfer manager) plus an ``flock`` so the
+    ranks and workers of a node download a shard once; fsspec's ``filecache::`` has no such cross-process lock.
     """
 
     def __init__(
