@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,14 +21,15 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+sys.path.insert(0, str(REPO))  # the tests' S3 endpoint helper: tests.helpers.s3
 
 from padnet_dist.cli import main as cli_main  # noqa: E402
 from padnet_dist.config import load_config  # noqa: E402
 from padnet_dist.launch import free_port  # noqa: E402
 from padnet_dist.storage import join_url, storage_for  # noqa: E402
-from padnet_dist.storage.local_s3 import LocalS3Server  # noqa: E402
 from padnet_dist.train import checkpoint, train  # noqa: E402
 from padnet_dist.world import World  # noqa: E402
+from tests.helpers.s3 import MotoServer  # noqa: E402
 
 
 def measure(base_overrides: list[str], run_dir: str, every: int, num_steps: int, storage_cfg=None) -> dict:
@@ -59,7 +61,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable on shared machines)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    moto = LocalS3Server()
+    moto = MotoServer()
     with tempfile.TemporaryDirectory(prefix="padnet-bench-") as tmp:
         shard_args = ["shard", "synthetic", "--num", "32", "--height", "96", "--width", "128", "--split", "train"]
         assert cli_main([*shard_args, "--out", f"{tmp}/shards", "--samples-per-shard", "8", "--no-progress"]) == 0

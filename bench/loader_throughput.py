@@ -16,10 +16,14 @@ import dataclasses
 import functools
 import os
 import shutil
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' S3 endpoint helper
 
 from padnet_dist.config.data import DataConfig
 from padnet_dist.config.run import StorageConfig
@@ -29,9 +33,9 @@ from padnet_dist.data.loader import ShardLoader, build_train_loader
 from padnet_dist.data.synthetic_scene import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, render_scene
 from padnet_dist.data.writer import DatasetInfo, write_shards
 from padnet_dist.storage import storage_for
-from padnet_dist.storage.local_s3 import LocalS3Server
 from padnet_dist.targets import contours_from_labels, normals_from_depth
 from padnet_dist.world import World
+from tests.helpers.s3 import MotoServer
 
 HEIGHT, WIDTH = 1024, 2048
 CROP = 640
@@ -77,7 +81,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)  # what a DataLoader worker gets
     tmp = tempfile.mkdtemp(prefix="padnet-loader-bench-")
-    moto = LocalS3Server()
+    moto = MotoServer()
     try:
         t0 = time.perf_counter()
         info = DatasetInfo(name="synthetic", classes=list(SYNTHETIC_CLASSES), palette=list(SYNTHETIC_PALETTE))

@@ -1,12 +1,11 @@
 """The config tree: presets load, mistakes fail at load naming the key and the fix."""
 
-from pathlib import Path
-
 import pytest
 
 from padnet_dist.config import Config, ConfigError, from_yaml_text, load_config, to_yaml
+from tests.helpers import REPO_ROOT
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO_ROOT / "configs"
 
 
 @pytest.mark.parametrize("name", ["cityscapes", "nyud", "tiny", "demo"])

@@ -11,7 +11,7 @@ from padnet_dist.commands.train import EXIT_INTERRUPTED
 from padnet_dist.errors import UserError
 from padnet_dist.launch import local_rank_env, slurm_job_port, spawn_local, world_from_env
 from padnet_dist.world import World
-from tests.train.tiny_run import REPO
+from tests.helpers import REPO_ROOT
 
 
 def test_no_launcher_is_a_single_process():
@@ -63,7 +63,7 @@ def test_slurm_ports_stay_below_the_ephemeral_range():
 
 
 def test_train_script_requeues_on_the_interrupted_exit_code():
-    script = (REPO / "slurm" / "train.sh").read_text()
+    script = (REPO_ROOT / "slurm" / "train.sh").read_text()
     assert f'"$rc" -eq {EXIT_INTERRUPTED}' in script and 'scontrol requeue "$SLURM_JOB_ID"' in script
     assert "SLURM_RESTART_COUNT" in script and "PADNET_MAX_REQUEUES" in script
 

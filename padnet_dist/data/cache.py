@@ -4,8 +4,8 @@ With a cache directory, a remote shard is downloaded once per node (atomic temp 
 ``Storage.get_file``; an exclusive ``flock`` makes racing local ranks and workers wait for the one download
 instead of repeating it) and read from local disk afterwards. Without one, a remote shard is streamed
 through a background thread that keeps a few chunks ahead of the reader, so network latency overlaps with
-decoding. Local shards are opened directly. Samples are split out of the tar stream with ``webdataset``'s
-tar iteration; members of samples before the wanted range are skipped without being copied.
+decoding. Local shards are opened directly. Samples are split out of the tar stream by ``format.iter_tar_samples``
+(WebDataset's tar iteration); members of samples before the wanted range are skipped without being copied.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_iterator
-
+from padnet_dist.data.format import iter_tar_samples
 from padnet_dist.storage import Storage, basename_url, is_s3
 
 READ_AHEAD_CHUNK_BYTES = 4 << 20
@@ -66,7 +65,11 @@ def open_shard(
 class ReadAheadStream(io.RawIOBase):
     """Reads ``source`` in a background thread, up to ``num_chunks`` chunks ahead of the consumer.
 
-    Errors of the source are re-raised to the consumer at the point they occurred in the stream.
+    Errors of the source are re-raised to the consumer at the point they occurred in the stream. Kept (with
+    ``S3Storage``'s resuming reader, see ``storage.s3._S3Reader`` for the side-by-side measurement against
+    ``pyarrow.fs``): it overlaps the network with decoding, 138 -> 148 MB/s on moto_server alone and more when the
+    consumer decodes. The node cache is ``Storage.get_file`` (boto3's transfer manager) plus an ``flock`` so the
+    ranks and workers of a node download a shard once; fsspec's ``filecache::`` has no such cross-process lock.
     """
 
     def __init__(
@@ -168,27 +171,15 @@ def read_shard_samples(
     given) for the samples it could not provide; nothing is raised.
     """
     produced, error = start, ""
-    sample_index, current_key = -1, None
-
-    def select(fname: str) -> bool:
-        nonlocal sample_index, current_key
-        prefix, _ = base_plus_ext(fname)
-        if prefix != current_key:
-            current_key, sample_index = prefix, sample_index + 1
-        return sample_index >= start
-
     try:
         with open_shard(storage, url, cache_dir=cache_dir, version=version, read_ahead=read_ahead) as stream:
-            files = ({**f, "__url__": url} for f in tar_file_iterator(stream, select_files=select))
-            for sample in group_by_keys(files):
+            for key, members in iter_tar_samples(stream, url, skip=start):
                 if produced >= start + count:
                     break
-                members = {k: v for k, v in sample.items() if not k.startswith("__")}
-                yield ShardRead(url, sample["__key__"], members)
+                yield ShardRead(url, key, members)
                 produced += 1
     except Exception as e:  # any failure to read the stream makes the rest of the shard unavailable
-        detail = str(e).splitlines()[0].split(" @ ")[0] if str(e) else ""  # webdataset appends " @ <stream>"
-        error = f"unreadable shard ({type(e).__name__}: {detail})"
+        error = f"unreadable shard ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
     for index in range(produced, start + count):
         key = keys[index] if index < len(keys) else f"#{index}"
         yield ShardRead(url, key, None, error or "shard holds fewer samples than its manifest lists")

@@ -26,7 +26,7 @@ from padnet_dist.errors import UserError
 FORMAT_VERSION = 1
 RGB_FORMATS = {"png": "rgb.png", "jpeg": "rgb.jpg"}
 DEPTH_SUFFIX = "depth.f32z"
-MEMBER_ORDER = ("rgb", "semantic", "depth", "instances", "camera", "meta")  # order of members in a tar
+MEMBER_ORDER = ("rgb", "semantic", "depth", "instances", "camera", "meta")  # the kinds of a sample, decoding order
 CAMERA_KEYS = ("fx", "fy", "cx", "cy")
 JPEG_QUALITY = 95
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
@@ -218,33 +218,33 @@ def decode_sample(members: dict[str, bytes], key: str) -> dict:
     return sample
 
 
-def split_member_name(name: str) -> tuple[str, str]:
-    """``"dir/key.rgb.png"`` -> ``("dir/key", "rgb.png")`` (WebDataset's rule: split at the first dot of the
-    last path component)."""
-    head, _, base = name.rpartition("/")
-    stem, dot, suffix = base.partition(".")
-    if not dot:
-        raise CorruptSample(f"tar member '{name}' has no suffix: not a padnet shard member")
-    return (f"{head}/{stem}" if head else stem), suffix
+def iter_tar_samples(
+    fileobj: BinaryIO, source: str = "shard", *, skip: int = 0
+) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Stream ``(key, {suffix: bytes})`` from a tar stream, grouping consecutive members by key.
 
+    The one tar reader of the package (the loader, ``shards inspect`` and the benchmarks all use it): WebDataset's
+    tar iteration and grouping (a key is the member name up to the first dot of its last path component). The
+    members of the first ``skip`` samples are passed over without being copied. A stream that is not a tar, breaks
+    off or repeats a member raises ``CorruptSample`` naming ``source``; storage errors propagate unchanged.
+    """
+    from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_iterator
 
-def iter_tar_samples(fileobj: BinaryIO, source: str = "shard") -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Stream ``(key, {suffix: bytes})`` from a tar stream, grouping consecutive members by key."""
-    key: str | None = None
-    members: dict[str, bytes] = {}
+    sample_index, current_key = -1, None
+
+    def wanted(fname: str) -> bool:
+        nonlocal sample_index, current_key
+        prefix, _ = base_plus_ext(fname)
+        if prefix != current_key:
+            current_key, sample_index = prefix, sample_index + 1
+        return sample_index >= skip
+
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                member_key, suffix = split_member_name(info.name)
-                if member_key != key and key is not None:
-                    yield key, members
-                    members = {}
-                key = member_key
-                extracted = tar.extractfile(info)
-                members[suffix] = extracted.read() if extracted is not None else b""
-    except tarfile.TarError as e:
-        raise CorruptSample(f"{source} is not a readable tar file ({e}): rewrite it with `padnet-dist shard`") from e
-    if key is not None:
-        yield key, members
+        files = ({**f, "__url__": source} for f in tar_file_iterator(fileobj, select_files=wanted))
+        for sample in group_by_keys(files):
+            yield sample["__key__"], {k: v for k, v in sample.items() if not k.startswith("__")}
+    except (tarfile.TarError, EOFError, ValueError) as e:
+        detail = str(e).splitlines()[0].split(" @ ")[0] if str(e) else type(e).__name__  # webdataset adds " @ <stream>"
+        raise CorruptSample(
+            f"{source} is not a readable tar file ({detail}): rewrite it with `padnet-dist shard`"
+        ) from e

@@ -1,13 +1,17 @@
 """The manifest: the one file that publishes a split's shards (``{split}.manifest.json``, written last).
 
 Shard names are relative to the manifest's directory, so a dataset directory can be moved or copied (local to
-S3 and back) without rewriting it.
+S3 and back) without rewriting it. The format's spec is ``shards/README.md``; the JSON Schema
+``shards/manifest.schema.json`` is checked (``jsonschema``) when a manifest is written and when it is read.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
 from padnet_dist.config.run import StorageConfig
 from padnet_dist.data.format import FORMAT_VERSION
@@ -15,9 +19,34 @@ from padnet_dist.errors import UserError
 from padnet_dist.storage import join_url, parent_url, storage_for
 from padnet_dist.storage.base import StorageNotFound
 
+MANIFEST_SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shards" / "manifest.schema.json"
+
 
 class ManifestError(UserError):
     """A manifest is missing, malformed or from an incompatible format version."""
+
+
+@functools.cache
+def _schema_validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    try:
+        schema = json.loads(MANIFEST_SCHEMA_PATH.read_text())
+    except FileNotFoundError:
+        raise ManifestError(
+            f"the manifest schema {MANIFEST_SCHEMA_PATH} is missing: install padnet-dist from its repository "
+            "(pip install -e .)"
+        ) from None
+    return Draft202012Validator(schema)
+
+
+def validate_manifest_dict(data: Any) -> None:
+    """Check parsed manifest JSON against ``shards/manifest.schema.json``; ValueError naming the first failing
+    field (``shards/2/sha256: ...``) otherwise."""
+    error = next(iter(sorted(_schema_validator().iter_errors(data), key=lambda e: list(e.absolute_path))), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "top level"
+        raise ValueError(f"{where}: {error.message}")
 
 
 @dataclass
@@ -108,6 +137,7 @@ def read_manifest(url: str, storage_cfg: StorageConfig | None = None) -> Manifes
         ) from None
     try:
         data = json.loads(text)
+        validate_manifest_dict(data)
         manifest = Manifest.from_dict(data)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ManifestError(
@@ -122,5 +152,12 @@ def read_manifest(url: str, storage_cfg: StorageConfig | None = None) -> Manifes
 
 
 def write_manifest(manifest: Manifest, url: str, storage_cfg: StorageConfig | None = None) -> None:
-    """Atomically write ``manifest`` to ``url``. Call it only after every shard it lists is in place."""
-    storage_for(url, storage_cfg).write_bytes(url, manifest.to_json().encode())
+    """Atomically write ``manifest`` to ``url``. Call it only after every shard it lists is in place.
+
+    A manifest that does not satisfy the schema is a ``ManifestError`` and nothing is written."""
+    text = manifest.to_json()
+    try:
+        validate_manifest_dict(json.loads(text))
+    except ValueError as e:
+        raise ManifestError(f"refusing to write manifest {url}: {e}") from None
+    storage_for(url, storage_cfg).write_bytes(url, text.encode())

@@ -1,5 +1,7 @@
 """Write a split as WebDataset tar shards plus a manifest; used by every dataset converter.
 
+Shards are written with ``webdataset.TarWriter`` (reproducible headers, see ``_tar_writer``) and validated against
+the manifest schema ``shards/manifest.schema.json`` before the manifest is published.
 Publication is ordered so that a reader never sees half a dataset: each shard is built in a local temp file and
 uploaded atomically, then its completion record ``{shard}.done.json`` is written, and the manifest
 ``{split}.manifest.json`` is written LAST (an existing one is deleted before any shard is rewritten). A re-run
@@ -15,14 +17,15 @@ import os
 import pickle
 import re
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from webdataset import TarWriter
+
 from padnet_dist.config.run import StorageConfig
-from padnet_dist.data.format import FORMAT_VERSION, MEMBER_ORDER, encode_sample, member_kind
+from padnet_dist.data.format import FORMAT_VERSION, encode_sample
 from padnet_dist.data.manifest import Manifest, ShardInfo, manifest_url_for, write_manifest
 from padnet_dist.errors import UserError
 from padnet_dist.storage import join_url, storage_for
@@ -54,6 +57,13 @@ class _ShardTask:
     fingerprint: str
     defaults_meta: dict
     tmp_dir: str
+
+
+def _tar_writer(fileobj: Any) -> TarWriter:
+    """WebDataset's writer with every varying header field fixed (mtime 0, uid/gid 0, no user or group names, mode
+    0644, PAX): identical samples give byte-identical shards, so a shard's SHA-256 identifies its content. Members
+    of a sample follow in the order of their suffixes (``TarWriter`` sorts them)."""
+    return TarWriter(fileobj, user="", group="", mode=0o644, encoder=False, mtime=0, format="PAX_FORMAT")
 
 
 def shard_name(split: str, index: int) -> str:
@@ -104,7 +114,7 @@ def _build_shard(task: _ShardTask) -> ShardInfo:
     keys: list[str] = []
     tmp_path = os.path.join(task.tmp_dir, task.name)
     try:
-        with tarfile.open(tmp_path, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with open(tmp_path, "wb") as f, _tar_writer(f) as tar:
             for job in task.jobs:
                 sample = dict(_load(task.load, job, task.name))
                 sample["meta"] = {**task.defaults_meta, **(sample.get("meta") or {})}
@@ -113,13 +123,7 @@ def _build_shard(task: _ShardTask) -> ShardInfo:
                 if key in keys:
                     raise UserError(f"{task.name}: duplicate sample key '{key}' (job {job!r}): keys must be unique")
                 keys.append(key)
-                for suffix in sorted(members, key=lambda s: MEMBER_ORDER.index(member_kind(s))):
-                    data = members[suffix]
-                    info = tarfile.TarInfo(f"{key}.{suffix}")
-                    info.size, info.mtime, info.mode = len(data), 0, 0o644
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    tar.addfile(info, _BytesReader(data))
+                tar.write({"__key__": key, **members})
         shard = ShardInfo(
             name=task.name,
             num_samples=len(keys),
@@ -137,19 +141,6 @@ def _build_shard(task: _ShardTask) -> ShardInfo:
     record = {"fingerprint": task.fingerprint, "format_version": FORMAT_VERSION, **shard.__dict__}
     storage.write_bytes(join_url(task.out_url, task.name + ".done.json"), json.dumps(record).encode())
     return shard
-
-
-class _BytesReader:
-    """The minimal file object ``TarFile.addfile`` reads from, without copying ``data``."""
-
-    def __init__(self, data: bytes) -> None:
-        self._view, self._pos = memoryview(data), 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._view) if size < 0 else self._pos + size
-        chunk = self._view[self._pos : end].tobytes()
-        self._pos += len(chunk)
-        return chunk
 
 
 def _completed(storage: Any, out_url: str, name: str, fingerprint: str, existing: set[str]) -> ShardInfo | None:

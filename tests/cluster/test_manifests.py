@@ -17,11 +17,11 @@ import yaml
 
 from padnet_dist.cli import COMMANDS
 from padnet_dist.config.cli_args import config_from_args
-from tests.train.tiny_run import REPO
+from tests.helpers import REPO_ROOT
 
-AWS_CLUSTER = REPO / "cluster/aws/ray-cluster.yaml"
-RAYJOB = REPO / "cluster/kuberay/rayjob-cityscapes.yaml"
-S3_LIFECYCLE = REPO / "cluster/aws/s3-lifecycle.json"
+AWS_CLUSTER = REPO_ROOT / "cluster/aws/ray-cluster.yaml"
+RAYJOB = REPO_ROOT / "cluster/kuberay/rayjob-cityscapes.yaml"
+S3_LIFECYCLE = REPO_ROOT / "cluster/aws/s3-lifecycle.json"
 IMAGE_REPO = "/opt/padnet-dist"  # where the image of cluster/README.md holds this repository
 
 # Fields of KubeRay's RayJobSpec (ray.io/v1); a misspelt key would be dropped silently by the API server.
@@ -125,7 +125,7 @@ def test_the_rayjob_manifest_has_kuberays_structure_and_real_commands():
             literal = {e["name"] for e in container.get("env", []) if "value" in e}
             assert not literal & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, "credentials written in the manifest"
 
-    commands = parse_padnet_commands(spec["entrypoint"].replace(IMAGE_REPO, str(REPO)))
+    commands = parse_padnet_commands(spec["entrypoint"].replace(IMAGE_REPO, str(REPO_ROOT)))
     assert [name for name, _ in commands] == ["ray-train", "ray-train"]
     phases = []
     for _, args in commands:

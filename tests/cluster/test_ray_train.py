@@ -28,7 +28,8 @@ from padnet_dist.launch import free_port
 from padnet_dist.storage import join_url, storage_for
 from padnet_dist.train import checkpoint as ckpt
 from padnet_dist.train import read_inference_checkpoint
-from tests.train.tiny_run import REPO, tiny_overrides, write_tiny_shards
+from tests.helpers import REPO_ROOT
+from tests.helpers.tiny_run import tiny_overrides, write_tiny_shards
 
 RAY = Path(sys.executable).parent / "ray"
 HEAD_START_TIMEOUT_S = 120
@@ -174,7 +175,7 @@ def ray_cluster() -> Iterator[LocalRayCluster]:
 
 def _submit(client, *args: str, env: dict[str, str] | None = None) -> str:
     entrypoint = shlex.join(
-        [sys.executable, "-m", "padnet_dist.cli", "ray-train", "--config", str(REPO / "configs/tiny.yaml"), *args]
+        [sys.executable, "-m", "padnet_dist.cli", "ray-train", "--config", str(REPO_ROOT / "configs/tiny.yaml"), *args]
     )
     env_vars = {
         "OMP_NUM_THREADS": "1",  # 2 workers on 2 shared cores: one intra-op thread each
@@ -384,13 +385,13 @@ def test_relative_inputs_become_absolute_and_a_relative_run_dir_is_refused(tmp_p
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards/train.manifest.json").write_text("{}")
     cfg = load_config(
-        REPO / "configs/tiny.yaml", [f"run.dir={tmp_path}/run", "data.train_manifest=shards/train.manifest.json"]
+        REPO_ROOT / "configs/tiny.yaml", [f"run.dir={tmp_path}/run", "data.train_manifest=shards/train.manifest.json"]
     )
     prepared = prepare_config(cfg, cwd=str(tmp_path))
     assert prepared.data.train_manifest == str(tmp_path / "shards/train.manifest.json")
     assert prepared.run.dir == cfg.run.dir
     with pytest.raises(UserError, match="run.dir=runs/x is relative"):
-        prepare_config(load_config(REPO / "configs/tiny.yaml", ["run.dir=runs/x"]), cwd=str(tmp_path))
+        prepare_config(load_config(REPO_ROOT / "configs/tiny.yaml", ["run.dir=runs/x"]), cwd=str(tmp_path))
 
 
 def test_ray_run_record_goes_to_an_s3_compatible_store(s3):
@@ -404,7 +405,7 @@ def test_ray_run_record_goes_to_an_s3_compatible_store(s3):
 
 
 def test_bad_arguments_fail_in_one_line_before_any_cluster_is_contacted(tmp_path, capsys):
-    args = ["ray-train", "--config", str(REPO / "configs/tiny.yaml"), f"run.dir={tmp_path}/run"]
+    args = ["ray-train", "--config", str(REPO_ROOT / "configs/tiny.yaml"), f"run.dir={tmp_path}/run"]
     assert cli_main([*args, "--num-workers", "0"]) == 2
     assert capsys.readouterr().err.strip().endswith("--num-workers 0: give at least 1 worker")
     assert cli_main([*args, "engine.device=cuda", "--num-workers", "2"]) == 2

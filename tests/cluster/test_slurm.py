@@ -32,7 +32,8 @@ from cluster.slurm_local.cluster import NODE_ADDRS, ClusterError, LocalSlurmClus
 from padnet_dist.storage import storage_for
 from padnet_dist.train import checkpoint as ckpt
 from padnet_dist.train import read_inference_checkpoint
-from tests.train.tiny_run import REPO, tiny_overrides, write_tiny_shards
+from tests.helpers import REPO_ROOT
+from tests.helpers.tiny_run import tiny_overrides, write_tiny_shards
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +89,7 @@ def _sbatch(cluster: LocalSlurmCluster, out_dir: Path, *args: str, env: dict[str
     # srun honours SLURM_STDOUTMODE like --output: one file per task, named by Slurm's node (%n) and task (%t) ids
     job_env.setdefault("SLURM_STDOUTMODE", str(out_dir / "%x-%j-node%n-rank%t.out"))
     cmd = ["sbatch", "--parsable", f"--output={out_dir}/%x-%j.out", *CPU_RUN, *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=job_env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=job_env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"{' '.join(cmd)}: {proc.stderr}"
     return int(proc.stdout.strip().split(";")[0])
 
@@ -293,7 +294,7 @@ def test_ranks_rendezvous_at_the_first_node_of_the_node_list(slurm_cluster, tmp_
     )
     proc = subprocess.run(
         ["srun", *CPU_RUN, "--time=2", "--label", sys.executable, "-c", code],
-        cwd=REPO, env=_job_env(slurm_cluster), capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT, env=_job_env(slurm_cluster), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     lines = sorted(line.split(":", 1)[1].split() for line in proc.stdout.strip().splitlines())

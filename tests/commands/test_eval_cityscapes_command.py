@@ -8,7 +8,7 @@ import pytest
 
 from padnet_dist.cli import main
 from padnet_dist.eval.cityscapes import evaluate_folder
-from tests.eval.cityscapes_gt_fixture import write_fixture
+from tests.helpers.cityscapes_gt import write_fixture
 
 HEADLINE = ("iou_class", "iiou_class", "iou_category", "iiou_category")
 

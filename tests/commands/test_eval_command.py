@@ -9,10 +9,10 @@ import pytest
 
 from padnet_dist.cli import main
 from padnet_dist.config import load_config
-from tests.eval.checkpoint_fixture import write_checkpoint
+from tests.helpers import REPO_ROOT
+from tests.helpers.checkpoint import write_checkpoint
 
-REPO = os.path.join(os.path.dirname(__file__), "..", "..")
-TINY = os.path.join(REPO, "configs", "tiny.yaml")
+TINY = os.path.join(REPO_ROOT, "configs", "tiny.yaml")
 
 
 def write_synthetic_shards(out_dir: str, num: int, height: int = 32, width: int = 48, split: str = "val") -> str:
@@ -139,7 +139,7 @@ def test_cityscapes_eval_in_shards_equals_official_evaluation_of_predictions(tmp
     from PIL import Image
 
     from padnet_dist.eval.cityscapes import evaluate_folder
-    from tests.data.fixtures import make_cityscapes_root
+    from tests.helpers.raw_datasets import make_cityscapes_root
 
     root = tmp_path / "cityscapes"
     make_cityscapes_root(root, split="val", cities=("aachen", "bochum"), frames_per_city=1, size=(32, 64))
@@ -172,7 +172,7 @@ def test_a_disparity_checkpoint_states_its_unit_and_converts_to_metres_on_reques
     import numpy as np
 
     from padnet_dist.eval.predict import decode_depth_png16, decode_target_png16
-    from tests.data.fixtures import make_cityscapes_root
+    from tests.helpers.raw_datasets import make_cityscapes_root
 
     root = tmp_path / "cityscapes"
     truth = make_cityscapes_root(root, split="val", cities=("lindau",), frames_per_city=1, size=(32, 64))

@@ -8,7 +8,7 @@ import torch
 
 from padnet_dist.cli import main
 from padnet_dist.config import load_config
-from tests.eval.checkpoint_fixture import write_checkpoint
+from tests.helpers.checkpoint import write_checkpoint
 
 TINY = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny.yaml")
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 
 from padnet_dist.cli import main
 from padnet_dist.config import load_config
 from padnet_dist.model import build_model
+from tests.helpers import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = str(REPO / "configs" / "tiny.yaml")
+TINY = str(REPO_ROOT / "configs" / "tiny.yaml")
 
 
 def test_json_reports_variant_params_gflops_and_output_shapes(capsys) -> None:

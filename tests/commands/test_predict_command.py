@@ -16,7 +16,7 @@ from padnet_dist.data.cityscapes_labels import EVAL_LABEL_IDS
 from padnet_dist.data.synthetic_scene import SYNTHETIC_PALETTE
 from padnet_dist.eval import predict as P
 from padnet_dist.eval.cityscapes import CityscapesEvaluator
-from tests.eval.checkpoint_fixture import write_checkpoint
+from tests.helpers.checkpoint import write_checkpoint
 
 
 def _png(path) -> Image.Image:

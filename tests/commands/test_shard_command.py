@@ -13,7 +13,7 @@ from padnet_dist.data.converters import CONVERTERS, get_converter
 from padnet_dist.data.converters.synthetic import SyntheticScene, load_scene, split_seed
 from padnet_dist.data.manifest import read_manifest
 from padnet_dist.errors import UserError
-from tests.data.fixtures import read_back
+from tests.helpers.raw_datasets import read_back
 
 SIZE = ["--height", "32", "--width", "64"]
 

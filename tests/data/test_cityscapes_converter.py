@@ -9,7 +9,7 @@ from PIL import Image
 from padnet_dist.cli import main
 from padnet_dist.data.converters.cityscapes import list_frames, load_frame
 from padnet_dist.errors import UserError
-from tests.data.fixtures import (
+from tests.helpers.raw_datasets import (
     CITYSCAPES_EDGE_DISPARITIES,
     cityscapes_frame_path,
     make_cityscapes_root,

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 import torch
-from loader_fixtures import INFO, data_config, make_sample, manifest_keys, write_dataset
+from tests.helpers.shards import INFO, data_config, make_sample, manifest_keys, write_dataset
 
 from padnet_dist.data.cache import ReadAheadStream, cached_path, ensure_cached
 from padnet_dist.data.loader import build_eval_loader, build_train_loader
@@ -300,7 +300,7 @@ def test_eval_batches_of_different_image_sizes_fail_with_one_line(tmp_path):
 def cityscapes_val(tmp_path_factory):
     """Real Cityscapes-layout frames (disparity edge values p = 0, 1, 2, 65535 in row 0) converted to shards."""
     from padnet_dist.cli import main
-    from tests.data.fixtures import make_cityscapes_root
+    from tests.helpers.raw_datasets import make_cityscapes_root
 
     base = tmp_path_factory.mktemp("city")
     truth = make_cityscapes_root(base / "root", split="val", cities=("lindau",), frames_per_city=2, size=(32, 64))
@@ -311,7 +311,7 @@ def cityscapes_val(tmp_path_factory):
 
 @pytest.mark.parametrize("target", ["depth", "disparity", "inverse_depth"])
 def test_depth_target_and_valid_range_on_cityscapes_edge_values(cityscapes_val, target):
-    from tests.data.fixtures import CITYSCAPES_EDGE_DISPARITIES
+    from tests.helpers.raw_datasets import CITYSCAPES_EDGE_DISPARITIES
 
     manifest, truth = cityscapes_val
     key = sorted(truth)[0]

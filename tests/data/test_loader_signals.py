@@ -12,7 +12,7 @@ import time
 
 import psutil
 import pytest
-from loader_fixtures import data_config, write_dataset
+from tests.helpers.shards import data_config, write_dataset
 
 from padnet_dist.data.loader import build_eval_loader, build_train_loader
 from padnet_dist.world import World
@@ -50,7 +50,7 @@ def test_sigterm_and_sigint_to_every_worker_leave_the_epoch_intact(dataset, buil
 
 WORKERS_THEN = """
 import sys, time
-from loader_fixtures import data_config
+from tests.helpers.shards import data_config
 from padnet_dist.data.loader import build_train_loader
 from padnet_dist.world import World
 loader = build_train_loader(data_config(num_workers=2, batch_size=1), World(), manifest_url=sys.argv[1])

@@ -10,7 +10,7 @@ import scipy.io
 from padnet_dist.cli import main
 from padnet_dist.data.converters import nyud
 from padnet_dist.errors import UserError
-from tests.data.fixtures import make_nyud_files, read_back, write_nyud_labeled_mat
+from tests.helpers.raw_datasets import make_nyud_files, read_back, write_nyud_labeled_mat
 
 
 @pytest.fixture

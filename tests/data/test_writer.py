@@ -7,12 +7,14 @@ import hashlib
 import json
 import os
 import shutil
+import tarfile
+import time
 
 import numpy as np
 import pytest
 
 from padnet_dist.data.format import decode_sample, encode_sample, iter_tar_samples
-from padnet_dist.data.manifest import ManifestError, read_manifest
+from padnet_dist.data.manifest import Manifest, ManifestError, read_manifest, write_manifest
 from padnet_dist.data.writer import DatasetInfo, _tar_size, write_shards
 from padnet_dist.errors import UserError
 from padnet_dist.storage import storage_for
@@ -97,6 +99,45 @@ def test_local_layout_manifest_and_content(tmp_path):
     moved = str(tmp_path / "moved")
     shutil.move(out, moved)
     check_output(os.path.join(moved, "train.manifest.json"), None, 5)
+
+
+def test_identical_input_gives_byte_identical_shards(tmp_path):
+    """A shard's SHA-256 identifies its content: two conversions of the same samples, at different times, in
+    different directories, give the same bytes (fixed mtime, owner and mode in every tar header)."""
+    load = functools.partial(load_logged, log_dir=str(tmp_path))
+    digests = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        manifest = write_shards(
+            list(range(3)), load, out_url=str(out), split="train", info=INFO, samples_per_shard=2, progress=False
+        )
+        digests.append([(s.name, s.sha256) for s in manifest.shards])
+        time.sleep(1.1)  # a header carrying the wall clock would now differ
+    assert digests[0] == digests[1]
+    for name, _ in digests[0]:
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes()
+        with tarfile.open(tmp_path / "first" / name) as tar:
+            headers = {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in tar.getmembers()}
+        assert headers == {(0, 0, 0, "", "", 0o644)}
+
+
+def test_manifest_is_checked_against_the_schema_in_shards(tmp_path):
+    out = tmp_path / "shards"
+    load = functools.partial(load_logged, log_dir=str(tmp_path))
+    write_shards(list(range(2)), load, out_url=str(out), split="train", info=INFO, progress=False)
+    url = str(out / "train.manifest.json")
+    data = json.loads((out / "train.manifest.json").read_text())
+    data["shards"][0]["sha256"] = "not-a-digest"
+    (out / "train.manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="shards/0/sha256") as info:
+        read_manifest(url)
+    assert url in str(info.value) and "\n" not in str(info.value)
+    manifest = Manifest.from_dict(
+        {**data, "shards": [{**data["shards"][0], "sha256": "0" * 64}], "palette": [[0, 0, 300]]}
+    )
+    with pytest.raises(ManifestError, match="palette/0/2"):
+        write_manifest(manifest, str(tmp_path / "bad.manifest.json"))
+    assert not (tmp_path / "bad.manifest.json").exists()
 
 
 @pytest.mark.integration

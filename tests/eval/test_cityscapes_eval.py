@@ -10,7 +10,7 @@ import pytest
 from padnet_dist.data.cityscapes_labels import ID_TO_TRAIN_ID, LABELS, NUM_TRAIN_CLASSES, TRAIN_ID_TO_ID
 from padnet_dist.errors import UserError
 from padnet_dist.eval.cityscapes import AVG_CLASS_SIZE_PX, CityscapesEvaluator, evaluate_folder
-from tests.eval.cityscapes_gt_fixture import write_fixture, write_png
+from tests.helpers.cityscapes_gt import write_fixture, write_png
 
 HEADLINE = ("iou_class", "iiou_class", "iou_category", "iiou_category")
 

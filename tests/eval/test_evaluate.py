@@ -15,7 +15,8 @@ from padnet_dist.eval.evaluate import NYUD_DEPTH_RANGE_M, depth_range_m
 from padnet_dist.launch import free_port
 from padnet_dist.train import train
 from padnet_dist.world import World
-from tests.train.tiny_run import REPO, tiny_overrides, write_tiny_shards
+from tests.helpers import REPO_ROOT
+from tests.helpers.tiny_run import tiny_overrides, write_tiny_shards
 
 
 def _strict(text: str) -> dict:
@@ -44,7 +45,7 @@ def test_training_evaluation_equals_the_eval_command_on_its_checkpoint(tmp_path,
         val_manifest = write_tiny_shards(str(tmp_path / "shards"), num=3, split="val")
         overrides = tiny_overrides(train_manifest, str(tmp_path / "run"), "run.checkpoint_every_steps=0")
         overrides += [f"data.val_manifest={val_manifest}"]
-        cfg = load_config(REPO / "configs" / "tiny.yaml", overrides)
+        cfg = load_config(REPO_ROOT / "configs" / "tiny.yaml", overrides)
         summary = train(cfg, World(master_port=free_port()))
         step = summary["step"]
         during = _strict((tmp_path / "run" / "phase1" / "eval" / f"step-{step:09d}.json").read_text())

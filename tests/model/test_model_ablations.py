@@ -17,9 +17,9 @@ import torch
 from padnet_dist.cli import main
 from padnet_dist.config import load_config
 from padnet_dist.model import build_model
+from tests.helpers import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[2]
-ABLATIONS = REPO / "configs" / "ablations"
+ABLATIONS = REPO_ROOT / "configs" / "ablations"
 TINY = ["model.width=16", "model.distill_channels=8", "model.aggregation_channels=8"]
 ALL = "depth,normals,semantic,contour"
 NYUD, CITY = "configs/nyud.yaml", "configs/cityscapes.yaml"
@@ -93,7 +93,7 @@ def test_preset_builds_the_variant_and_backbone_its_header_claims(stem: str) -> 
     assert rows, f"{stem}.yaml has no '# paper: Table N | row' line"
     for row in rows:
         assert dataset == SETTING[row[0]][0], f"{stem}: {row[0]} was run on {SETTING[row[0]][0]}"
-    cfg = load_config([REPO / dataset, ABLATIONS / f"{stem}.yaml"], TINY)
+    cfg = load_config([REPO_ROOT / dataset, ABLATIONS / f"{stem}.yaml"], TINY)
     model = build_model(cfg.model).eval()
     backbone = SETTING[rows[0][0]][1]
     for row in rows:
@@ -108,9 +108,12 @@ def test_preset_builds_the_variant_and_backbone_its_header_claims(stem: str) -> 
 def test_model_command_describes_every_preset_at_full_size(stem: str, capsys) -> None:
     """``padnet-dist model --config <dataset preset> --config <ablation>`` works for every row (meta device)."""
     _, dataset = _header(ABLATIONS / f"{stem}.yaml")
-    assert main(["model", "--config", str(REPO / dataset), "--config", str(ABLATIONS / f"{stem}.yaml"), "--json"]) == 0
+    assert (
+        main(["model", "--config", str(REPO_ROOT / dataset), "--config", str(ABLATIONS / f"{stem}.yaml"), "--json"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
-    cfg = load_config([REPO / dataset, ABLATIONS / f"{stem}.yaml"])
+    cfg = load_config([REPO_ROOT / dataset, ABLATIONS / f"{stem}.yaml"])
     h, w = cfg.data.crop_height, cfg.data.crop_width
     for k in cfg.model.final_tasks:
         channels = cfg.model.num_classes if k == "semantic" else 1
@@ -119,9 +122,9 @@ def test_model_command_describes_every_preset_at_full_size(stem: str, capsys) ->
 
 
 def test_unsupervised_mds_trains_only_the_final_outputs_in_phase_2() -> None:
-    cfg = load_config([REPO / NYUD, ABLATIONS / "t6_mtdn_mds_unsupervised.yaml"], TINY)
+    cfg = load_config([REPO_ROOT / NYUD, ABLATIONS / "t6_mtdn_mds_unsupervised.yaml"], TINY)
     model = build_model(cfg.model)
     assert model.phase_outputs(2) == ("final_depth", "final_semantic")
     assert model.phase_outputs(1) == ("inter_semantic",)
-    full = build_model(load_config([REPO / NYUD, ABLATIONS / "t6_mtdn_full.yaml"], TINY).model)
+    full = build_model(load_config([REPO_ROOT / NYUD, ABLATIONS / "t6_mtdn_full.yaml"], TINY).model)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in full.parameters())

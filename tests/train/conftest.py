@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from tiny_run import REPO, tiny_overrides, write_tiny_shards
 
 from padnet_dist.config import load_config
+from tests.helpers import REPO_ROOT
+from tests.helpers.tiny_run import tiny_overrides, write_tiny_shards
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +18,7 @@ def tiny_manifest(tmp_path_factory) -> str:
 def tiny_cfg(tiny_manifest, tmp_path):
     def make(*extra: str, run_dir: str | None = None):
         return load_config(
-            REPO / "configs" / "tiny.yaml", tiny_overrides(tiny_manifest, run_dir or str(tmp_path / "run"), *extra)
+            REPO_ROOT / "configs" / "tiny.yaml", tiny_overrides(tiny_manifest, run_dir or str(tmp_path / "run"), *extra)
         )
 
     return make

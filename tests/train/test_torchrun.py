@@ -13,13 +13,14 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from tiny_run import REPO, tiny_overrides
 
 from padnet_dist.commands.train import EXIT_INTERRUPTED
 from padnet_dist.launch import free_port
 from padnet_dist.storage import storage_for
 from padnet_dist.train import checkpoint as ckpt
 from padnet_dist.train import read_inference_checkpoint
+from tests.helpers import REPO_ROOT
+from tests.helpers.tiny_run import tiny_overrides
 
 pytestmark = pytest.mark.integration
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -40,8 +41,8 @@ def _torchrun(*args: str, timeout_s: float = 600) -> subprocess.CompletedProcess
         pytest.fail(f"{TORCHRUN} is missing: install torch in the venv")
     cmd = [str(TORCHRUN), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "padnet_dist.cli", "train"]
     proc = subprocess.run(
-        [*cmd, "--config", str(REPO / "configs/tiny.yaml"), *args],
-        env=_env(), cwd=REPO, capture_output=True, text=True, timeout=timeout_s,
+        [*cmd, "--config", str(REPO_ROOT / "configs/tiny.yaml"), *args],
+        env=_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -72,7 +73,7 @@ def _launch_until_first_commit(overrides: list[str], phase_dir: str, st) -> subp
     """`padnet-dist train --nproc 2` in the background, returned once its first checkpoint is committed."""
     cmd = [sys.executable, "-m", "padnet_dist.cli", "train", "--nproc", "2", "--config", "configs/tiny.yaml"]
     launcher = subprocess.Popen(
-        [*cmd, *overrides], env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*cmd, *overrides], env=_env(), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         deadline = time.monotonic() + 300

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO_ROOT
+
 # DeepSpeed compiles a C++ op on first use (~1.5 min); share the Makefile's cache so it happens once.
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO_ROOT / ".cache" / "torch_extensions"))
 
 
 def _load_synthetic(index: int, *, height: int, width: int) -> dict:
