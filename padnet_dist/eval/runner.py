@@ -132,7 +132,7 @@ class _Scores:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(prediction, ground truth) to score, in the target's unit or metres; ground truth outside the metric
         range (depth_min_m, depth_cap_m) is set to 0 (invalid) whatever the target."""
-        from padnet_dist.targets import target_to_depth
+        from padnet_dist.data.targets import target_to_depth
 
         gt = batch["depth"][keep]
         if not (self.depth_in_metres or self.depth_min_m > 0 or self.depth_cap_m is not None):
@@ -185,7 +185,7 @@ class _Scores:
         for name, acc in self.accumulators.items():
             result[name] = dict(acc.compute())
         if "depth" in result:
-            from padnet_dist.targets import DEPTH_TARGET_UNITS
+            from padnet_dist.data.targets import DEPTH_TARGET_UNITS
 
             result["depth"]["note"] = DEPTH_NOTE
             result["depth"]["target"] = self.depth_target

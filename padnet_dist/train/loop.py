@@ -10,12 +10,12 @@ import torch
 from padnet_dist.config import Config
 from padnet_dist.distributed import choose_backend, choose_device
 from padnet_dist.errors import UserError
-from padnet_dist.objective import compute_losses
 from padnet_dist.storage import join_url, storage_for
 from padnet_dist.train import checkpoint
 from padnet_dist.train import engine as seam
 from padnet_dist.train.hooks import TrainHooks
 from padnet_dist.train.logging import RunLogger
+from padnet_dist.train.objective import compute_losses
 from padnet_dist.train.rng import rng_state, seed_everything, set_rng_state
 from padnet_dist.train.schedule import lr_at
 from padnet_dist.train.stop import StopRequest
@@ -229,7 +229,7 @@ def _build_model(cfg: Config, storage, *, resumed: bool, init_url: str | None) -
     from padnet_dist.model import build_model
 
     if not resumed and cfg.phase == 1:
-        from padnet_dist.weights import build_model_from_config
+        from padnet_dist.train.pretrained import build_model_from_config
 
         return build_model_from_config(cfg.model, cfg.storage)
     model = build_model(cfg.model)
