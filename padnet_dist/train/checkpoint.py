@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+from padnet_dist.collectives import barrier, gather_objects
 from padnet_dist.config import Config, ModelConfig, StorageConfig, from_yaml_text, to_yaml
 from padnet_dist.errors import UserError
 from padnet_dist.storage import join_url, storage_for
@@ -163,7 +163,7 @@ def save(
     if world.is_main and is_committed(ckpt_url, storage):
         # this step was committed before (a run resumed from an earlier checkpoint): withdraw it while rewriting
         storage.delete(join_url(ckpt_url, COMMIT_MARKER))
-    seam.barrier()  # sync point: no rank writes into a directory that still looks committed
+    barrier()  # sync point: no rank writes into a directory that still looks committed
     remote = is_s3(ckpt_url)
     staging = Path(tempfile.mkdtemp(prefix="padnet-ckpt-")) if remote else Path(local_path(ckpt_url))
     staging.mkdir(parents=True, exist_ok=True)
@@ -199,7 +199,7 @@ def save(
         if remote:
             shutil.rmtree(staging, ignore_errors=True)
     # Sync point: gathering every rank's file list is also the barrier proving all ranks finished writing.
-    all_written = _gather(written, world)
+    all_written = gather_objects(written)
     if world.is_main:
         files = {k: v for part in all_written for k, v in part.items()}
         marker = {"step": step, "epoch": epoch, "time": time.time(), "files": files}
@@ -331,11 +331,3 @@ def _read_json(url: str, storage) -> dict[str, Any]:
         raise UserError(
             f"checkpoint file {url} is truncated or corrupt (not valid JSON): use another checkpoint"
         ) from None
-
-
-def _gather(obj: Any, world: World) -> list[Any]:
-    if not (dist.is_initialized() and world.world_size > 1):
-        return [obj]
-    out: list[Any] = [None] * world.world_size
-    dist.all_gather_object(out, obj)
-    return out

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from padnet_dist.collectives import any_rank, barrier
 from padnet_dist.config import Config
 from padnet_dist.distributed import choose_backend, choose_device
 from padnet_dist.errors import UserError
@@ -189,13 +190,13 @@ def train(cfg: Config, world: World, *, hooks: TrainHooks | None = None) -> dict
             # A sync point: all ranks must stop after the same step, or the others would wait in the next
             # all-reduce; a signal seen by any rank stops every rank.
             # should_stop() first: it may be a collective, so no rank may skip it by short-circuiting.
-            stop.agreed = seam.any_rank(hooks.should_stop() or stop.requested)
+            stop.agreed = any_rank(hooks.should_stop() or stop.requested)
 
         if step % steps_per_epoch == 0 and _eval_due(cfg, step // steps_per_epoch, phase_cfg.epochs):
             _evaluate(engine, cfg, world, device, logger, step)
             # a signal or a launcher's stop during evaluation stops before the next epoch; an agreement already
             # reached stays (it is the same on every rank, so should_stop() is still called everywhere)
-            stop.agreed = seam.any_rank(hooks.should_stop() or stop.requested or stop.agreed)
+            stop.agreed = any_rank(hooks.should_stop() or stop.requested or stop.agreed)
 
     final_url = checkpoint.checkpoint_url(phase_dir, step)
     if step != saved_step:
@@ -203,7 +204,7 @@ def train(cfg: Config, world: World, *, hooks: TrainHooks | None = None) -> dict
     logger.close(storage)
     # Sync point: no rank returns (and exits) before rank 0 has written COMMITTED; srun --kill-on-bad-exit
     # would otherwise stop rank 0 mid-commit as soon as another rank exited 75.
-    seam.barrier()
+    barrier()
     stop.restore()
     elapsed_s = time.perf_counter() - started
     return {
