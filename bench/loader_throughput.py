@@ -31,9 +31,10 @@ from padnet_dist.data.augment import augment_sample, draw_params, sample_rng
 from padnet_dist.data.format import decode_sample, iter_tar_samples
 from padnet_dist.data.loader import ShardLoader, build_train_loader
 from padnet_dist.data.synthetic_scene import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, render_scene
+from padnet_dist.data.targets import contours_from_labels, normals_from_depth
 from padnet_dist.data.writer import DatasetInfo, write_shards
 from padnet_dist.storage import storage_for
-from padnet_dist.targets import contours_from_labels, normals_from_depth
+from padnet_dist.data.targets import contours_from_labels, normals_from_depth
 from padnet_dist.world import World
 from tests.helpers.s3 import MotoServer
 

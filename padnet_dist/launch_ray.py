@@ -76,15 +76,13 @@ def _count_nodes(context: Any) -> int:
     import torch
     import torch.distributed as dist
 
+    from padnet_dist.collectives import max_over_ranks
+
     world_size, node_rank = context.get_world_size(), context.get_node_rank()
     if world_size > 1 and dist.is_initialized() and dist.get_world_size() == world_size:
-        device = torch.device("cpu")
-        if dist.get_backend() == "nccl":  # nccl reduces GPU tensors only
-            device = torch.device("cuda", context.get_local_rank())
-            torch.cuda.set_device(device)
-        top = torch.tensor([node_rank], dtype=torch.int64, device=device)
-        dist.all_reduce(top, op=dist.ReduceOp.MAX)
-        return int(top.item()) + 1
+        if dist.get_backend() == "nccl":  # nccl reduces GPU tensors only: on this worker's GPU
+            torch.cuda.set_device(torch.device("cuda", context.get_local_rank()))
+        return max_over_ranks(node_rank) + 1
     local = max(1, context.get_local_world_size())
     return max(node_rank + 1, -(-world_size // local))
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BACKBONES = ("alexnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-VARIANTS = ("frontend", "padnet", "mtdn_mds")
-DISTILLATIONS = ("A", "B", "C")
-TASKS = ("depth", "normals", "semantic", "contour")
-FINAL_TASKS = ("depth", "semantic")
+from padnet_dist.vocabulary import BACKBONES, DISTILLATIONS, FINAL_TASKS, TASKS, VARIANTS
+
+__all__ = ["BACKBONES", "DISTILLATIONS", "FINAL_TASKS", "TASKS", "VARIANTS", "ModelConfig"]
 
 
 def _all_tasks() -> list[str]:

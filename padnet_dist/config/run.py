@@ -58,10 +58,15 @@ class RunConfig:
     eval_every_epochs: int = 0  # 0: evaluate only at the end of the phase
     max_steps: int = 0  # stop a phase after this many optimiser steps (0 = run all epochs)
     tensorboard: bool = True
-    progress_bar: bool = True
+    progress_bar: bool = True  # a bar on a terminal; a plain line per logged step when stderr is not one
+    log_upload_every_s: float = (
+        60.0  # s3:// run dirs: publish logs and TensorBoard files this often (0: with checkpoints only)
+    )
 
     def __post_init__(self) -> None:
         if self.keep_last < 1:
             raise ValueError("run.keep_last must be >= 1")
+        if self.log_upload_every_s < 0:
+            raise ValueError("run.log_upload_every_s must be >= 0 (0 publishes logs with checkpoints only)")
         if self.checkpoint_every_steps < 0 or self.log_every_steps < 1 or self.max_steps < 0:
             raise ValueError("run.checkpoint_every_steps and run.max_steps must be >= 0, run.log_every_steps >= 1")

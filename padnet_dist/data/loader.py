@@ -40,7 +40,7 @@ from padnet_dist.data.manifest import read_manifest
 from padnet_dist.data.workers import stop_signals_held, worker_init
 from padnet_dist.errors import UserError
 from padnet_dist.storage import storage_for
-from padnet_dist.targets import contours_from_labels, depth_to_target, normals_from_depth
+from padnet_dist.data.targets import contours_from_labels, depth_to_target, normals_from_depth
 from padnet_dist.world import World
 
 log = logging.getLogger(__name__)

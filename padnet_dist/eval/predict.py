@@ -236,7 +236,7 @@ def write_prediction_info(out_url: str, depth_target: str, *, converted_from: st
     """Write ``{out_url}/predictions.json``: which depth target the images hold, its unit and the 16-bit encoding."""
     import json
 
-    from padnet_dist.targets import DEPTH_TARGET_UNITS
+    from padnet_dist.data.targets import DEPTH_TARGET_UNITS
 
     scale, offset = PNG16[depth_target]
     info = {

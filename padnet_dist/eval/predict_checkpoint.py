@@ -114,6 +114,7 @@ def predict_checkpoint(
     Device, storage and palette source are the checkpoint's settings with ``config_files`` and ``overrides``
     applied; ``storage_cfg`` reaches the checkpoint.
     """
+    from padnet_dist.data.targets import target_to_depth
     from padnet_dist.distributed import choose_device
     from padnet_dist.eval.inference import load_checkpoint_model, settings_for
     from padnet_dist.eval.predict import (
@@ -123,7 +124,6 @@ def predict_checkpoint(
         write_panels,
         write_prediction_info,
     )
-    from padnet_dist.targets import target_to_depth
 
     if output_format not in FORMATS:
         raise UserError(f"output format '{output_format}' is not one of {', '.join(FORMATS)}")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from padnet_dist.collectives import sum_over_ranks
 from padnet_dist.errors import UserError
 from padnet_dist.world import World
 
@@ -44,20 +45,6 @@ def _to_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False)
-
-
-def _all_reduce_sum(state: torch.Tensor, world: World) -> torch.Tensor:
-    if not (world.is_distributed and torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return state
-    # NCCL reduces only tensors on the GPU; gloo reduces CPU tensors (float64 and int64 included).
-    backend = torch.distributed.get_backend()
-    if backend == "nccl":
-        reduced = state.to(torch.device("cuda", torch.cuda.current_device())).clone()
-        torch.distributed.all_reduce(reduced, op=torch.distributed.ReduceOp.SUM)
-        return reduced.cpu()
-    reduced = state.detach().cpu().clone()
-    torch.distributed.all_reduce(reduced, op=torch.distributed.ReduceOp.SUM)
-    return reduced
 
 
 class _Scores:
@@ -132,7 +119,7 @@ class _Scores:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(prediction, ground truth) to score, in the target's unit or metres; ground truth outside the metric
         range (depth_min_m, depth_cap_m) is set to 0 (invalid) whatever the target."""
-        from padnet_dist.targets import target_to_depth
+        from padnet_dist.data.targets import target_to_depth
 
         gt = batch["depth"][keep]
         if not (self.depth_in_metres or self.depth_min_m > 0 or self.depth_cap_m is not None):
@@ -176,16 +163,16 @@ class _Scores:
 
     def reduce(self, world: World) -> None:
         for acc in self.accumulators.values():
-            acc.load_state(_all_reduce_sum(acc.state(), world))
+            acc.load_state(sum_over_ranks(acc.state()))
         counts = torch.tensor([self.num_samples, self.num_rebuilt_labels, self.num_off_size], dtype=torch.int64)
-        self.num_samples, self.num_rebuilt_labels, self.num_off_size = _all_reduce_sum(counts, world).tolist()
+        self.num_samples, self.num_rebuilt_labels, self.num_off_size = sum_over_ranks(counts).tolist()
 
     def compute(self, *, dataset: str, class_names: Sequence[str] | None) -> dict[str, Any]:
         result: dict[str, Any] = {"dataset": dataset, "num_samples": self.num_samples}
         for name, acc in self.accumulators.items():
             result[name] = dict(acc.compute())
         if "depth" in result:
-            from padnet_dist.targets import DEPTH_TARGET_UNITS
+            from padnet_dist.data.targets import DEPTH_TARGET_UNITS
 
             result["depth"]["note"] = DEPTH_NOTE
             result["depth"]["target"] = self.depth_target

@@ -13,7 +13,7 @@ from padnet_dist.model.padnet import PADNet
 def build_model(model_cfg: ModelConfig, backbone_state_dict: Mapping[str, torch.Tensor] | None = None) -> PADNet:
     """The PAD-Net variant ``model_cfg`` describes, with ImageNet backbone weights loaded when given.
 
-    ``backbone_state_dict`` is a torchvision ImageNet state dict of ``model_cfg.backbone`` (ResNet or AlexNet) (see ``padnet_dist.weights``); a mismatch raises
+    ``backbone_state_dict`` is a torchvision ImageNet state dict of ``model_cfg.backbone`` (ResNet or AlexNet) (see ``padnet_dist.train.pretrained``); a mismatch raises
     ``UserError``. ``model_cfg.pretrained`` is not read here: loading files is the caller's business.
     """
     model = PADNet(

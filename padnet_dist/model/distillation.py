@@ -109,7 +109,8 @@ def _require_final_in_inputs(name: str, input_tasks: list[str], final_tasks: lis
         )
 
 
-# The one real choice of the model: which distillation module (paper Figure 3).
+# The one real choice of the model: which distillation module (paper Figure 3). Its keys are
+# ``padnet_dist.vocabulary.DISTILLATIONS``, the names the config accepts.
 DISTILLATIONS: dict[str, type[nn.Module]] = {
     "A": ConcatDistillation,
     "B": MessagePassingDistillation,

@@ -20,7 +20,8 @@ from padnet_dist.model.features import FeatureInfo
 from padnet_dist.model.resnet import RESNETS, ResNetTrunk
 
 # The backbone choice: name -> trunk constructor taking the output stride. Each trunk has ``feature_info``,
-# ``ignored_prefixes`` (classifier keys of torchvision's ImageNet files) and ``display_name``.
+# ``ignored_prefixes`` (classifier keys of torchvision's ImageNet files) and ``display_name``. Its keys are
+# ``padnet_dist.vocabulary.BACKBONES``, the names the config accepts.
 BACKBONES: dict[str, Callable[[int], nn.Module]] = {
     **{name: partial(ResNetTrunk, name) for name in RESNETS},
     "alexnet": AlexNetTrunk,

@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from padnet_dist.vocabulary import FINAL_TASKS
+
 # Channels of each task's score map; semantic uses num_classes.
 SCORE_CHANNELS = {"depth": 1, "normals": 3, "contour": 1}
-MAIN_TASKS = ("depth", "semantic")  # N feature channels; the auxiliary tasks get N/2
+MAIN_TASKS = FINAL_TASKS  # N feature channels; the auxiliary tasks get N/2
 
 
 def score_channels(task: str, num_classes: int) -> int:

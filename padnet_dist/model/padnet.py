@@ -25,10 +25,8 @@ from padnet_dist.model.decoder import Bridge, Decoder
 from padnet_dist.model.distillation import DISTILLATIONS, DistillationInputs
 from padnet_dist.model.frontend import FrontEnd
 from padnet_dist.model.heads import MultiTaskPrediction, score_channels
+from padnet_dist.vocabulary import FINAL_TASKS, TASKS, VARIANTS
 
-TASKS = ("depth", "normals", "semantic", "contour")
-FINAL_TASKS = ("depth", "semantic")
-VARIANTS = ("frontend", "padnet", "mtdn_mds")
 OUTPUT_NAMES = tuple(f"inter_{t}" for t in TASKS) + tuple(f"final_{t}" for t in FINAL_TASKS)
 _SHORT = {"depth": "DE", "semantic": "SP"}
 

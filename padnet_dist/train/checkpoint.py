@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
-from padnet_dist.config import Config, ModelConfig, StorageConfig, from_yaml_text, to_yaml
+from padnet_dist.collectives import barrier, gather_objects
+from padnet_dist.config import Config, ModelConfig, StorageConfig, from_yaml_text
 from padnet_dist.errors import UserError
 from padnet_dist.storage import join_url, storage_for
 from padnet_dist.storage.url import is_s3, local_path
@@ -70,35 +70,37 @@ def committed_step(ckpt_url: str, storage) -> int:
     return int(_read_json(join_url(ckpt_url, COMMIT_MARKER), storage)["step"])
 
 
-def resolve_resume(cfg: Config, storage) -> str | None:
-    """The checkpoint this phase resumes from: per ``run.resume`` (auto | never | URL); None to start fresh."""
-    resume = cfg.run.resume
+def resolve_resume(resume: str, phase_dir_url: str, storage) -> str | None:
+    """The checkpoint a phase resumes from, per ``resume`` (``run.resume``: auto | never | URL); None to start fresh.
+
+    ``phase_dir_url``: this run's directory of the phase, where ``auto`` looks and ``never`` expects nothing.
+    """
     if resume == "never":
-        existing = newest_committed(phase_dir(cfg.run.dir, cfg.phase), storage)
+        existing = newest_committed(phase_dir_url, storage)
         if existing is not None:
             raise UserError(
                 f"run.resume=never but {existing} exists: choose a new run.dir, or run.resume=auto to continue it"
             )
         return None
     if resume == "auto":
-        return newest_committed(phase_dir(cfg.run.dir, cfg.phase), storage)
+        return newest_committed(phase_dir_url, storage)
     if not is_committed(resume, storage):
         raise UserError(f"run.resume={resume} is not a committed checkpoint: give a step-... directory with COMMITTED")
     return resume
 
 
-def resolve_phase2_init(cfg: Config, storage) -> str:
-    """The phase-1 checkpoint phase 2 starts from: ``phases.phase2.init_from`` or this run's newest phase-1 one."""
-    url = cfg.phases.phase2.init_from
-    if url:  # a checkpoint, a phase-1 dir or a run dir
-        found = find_committed(url, storage, phases=(1,))
+def resolve_phase2_init(init_from: str, run_dir: str, storage) -> str:
+    """The phase-1 checkpoint phase 2 starts from: ``init_from`` (``phases.phase2.init_from``: a checkpoint, a
+    phase-1 dir or a run dir) when given, else the newest committed phase-1 checkpoint of ``run_dir``."""
+    if init_from:
+        found = find_committed(init_from, storage, phases=(1,))
         if found is None:
-            raise UserError(f"phases.phase2.init_from={url} holds no committed checkpoint: point it at phase 1's")
+            raise UserError(f"phases.phase2.init_from={init_from} holds no committed checkpoint: point it at phase 1's")
         return found
-    found = newest_committed(phase_dir(cfg.run.dir, 1), storage)
+    found = newest_committed(phase_dir(run_dir, 1), storage)
     if found is None:
         raise UserError(
-            f"phase 2 starts from phase 1, but {phase_dir(cfg.run.dir, 1)} has no committed checkpoint: "
+            f"phase 2 starts from phase 1, but {phase_dir(run_dir, 1)} has no committed checkpoint: "
             "train phase=1 first or set phases.phase2.init_from=URL"
         )
     return found
@@ -143,33 +145,37 @@ def read_model_state(ckpt_url: str, storage) -> dict[str, torch.Tensor]:
 
 def save(
     engine,
+    state: TrainerState,
     *,
     ckpt_url: str,
-    cfg: Config,
+    phase: int,
+    phase_dir_url: str,
+    keep_last: int,
+    zero_stage: int,
+    config_yaml: str,
     world: World,
-    step: int,
-    epoch: int,
-    loader_state: dict[str, Any],
-    rng_state: dict[str, Any],
     storage,
     extra_uploads: dict[str, str] | None = None,
 ) -> None:
-    """Write a checkpoint from every rank and commit it (a collective: every rank calls it).
+    """Write ``state`` and the engine's state from every rank and commit them (a collective: every rank calls it).
 
-    ``extra_uploads`` maps local files to URLs this rank publishes at the same time (log mirrors).
+    Rank 0 also writes ``trainer.json`` (step, epoch, ``phase``, world size), ``config_yaml`` (the run's resolved
+    config, read back by ``read_config``) and ``model.pt`` (consolidated under ZeRO stage ``zero_stage``), commits,
+    then prunes ``phase_dir_url`` to the newest ``keep_last`` checkpoints. ``extra_uploads`` maps local files to
+    URLs this rank publishes at the same time (log mirrors).
     """
     from padnet_dist.train import engine as seam  # here, so that reading a checkpoint never imports DeepSpeed
 
     if world.is_main and is_committed(ckpt_url, storage):
         # this step was committed before (a run resumed from an earlier checkpoint): withdraw it while rewriting
         storage.delete(join_url(ckpt_url, COMMIT_MARKER))
-    seam.barrier()  # sync point: no rank writes into a directory that still looks committed
+    barrier()  # sync point: no rank writes into a directory that still looks committed
     remote = is_s3(ckpt_url)
     staging = Path(tempfile.mkdtemp(prefix="padnet-ckpt-")) if remote else Path(local_path(ckpt_url))
     staging.mkdir(parents=True, exist_ok=True)
     try:
         seam.save_engine_state(engine, staging)
-        model_state = seam.consolidated_state_dict(engine, cfg.engine.zero_stage)
+        model_state = seam.consolidated_state_dict(engine, zero_stage)
         written: dict[str, int] = {}
         engine_dir = staging / seam.ENGINE_TAG
         for path in sorted(engine_dir.rglob("*")) if engine_dir.is_dir() else []:
@@ -183,12 +189,12 @@ def save(
             storage.write_bytes(join_url(ckpt_url, name), data)
             written[name] = len(data)
 
-        put(f"loader-rank{world.rank}.json", json.dumps(loader_state).encode())
-        put(f"rng-rank{world.rank}.json", json.dumps(rng_state).encode())
+        put(f"loader-rank{world.rank}.json", json.dumps(state.loader_state).encode())
+        put(f"rng-rank{world.rank}.json", json.dumps(state.rng_state).encode())
         if world.is_main:
-            trainer = {"step": step, "epoch": epoch, "phase": cfg.phase, "world_size": world.world_size}
+            trainer = {"step": state.step, "epoch": state.epoch, "phase": phase, "world_size": world.world_size}
             put("trainer.json", json.dumps(trainer).encode())
-            put("config.yaml", to_yaml(cfg).encode())
+            put("config.yaml", config_yaml.encode())
             buf = io.BytesIO()
             torch.save(model_state, buf)
             put("model.pt", buf.getvalue())
@@ -199,16 +205,19 @@ def save(
         if remote:
             shutil.rmtree(staging, ignore_errors=True)
     # Sync point: gathering every rank's file list is also the barrier proving all ranks finished writing.
-    all_written = _gather(written, world)
+    all_written = gather_objects(written)
     if world.is_main:
         files = {k: v for part in all_written for k, v in part.items()}
-        marker = {"step": step, "epoch": epoch, "time": time.time(), "files": files}
+        marker = {"step": state.step, "epoch": state.epoch, "time": time.time(), "files": files}
         storage.write_bytes(join_url(ckpt_url, COMMIT_MARKER), json.dumps(marker, sort_keys=True).encode())
-        prune(phase_dir(cfg.run.dir, cfg.phase), cfg.run.keep_last, storage)
+        prune(phase_dir_url, keep_last, storage)
 
 
-def load(engine, *, ckpt_url: str, cfg: Config, world: World, storage) -> TrainerState:
-    """Restore engine, loader and RNG state of this rank from a committed checkpoint (a collective)."""
+def load(engine, *, ckpt_url: str, model_cfg: ModelConfig, world: World, storage) -> TrainerState:
+    """Restore engine, loader and RNG state of this rank from a committed checkpoint (a collective).
+
+    Refuses a checkpoint written by another number of ranks or of a network other than ``model_cfg``.
+    """
     from padnet_dist.train import engine as seam
 
     trainer = _read_json(join_url(ckpt_url, "trainer.json"), storage)
@@ -217,7 +226,7 @@ def load(engine, *, ckpt_url: str, cfg: Config, world: World, storage) -> Traine
             f"checkpoint {ckpt_url} was written by {trainer.get('world_size')} ranks, this run has "
             f"{world.world_size}: resume with the same number of ranks or start a new run.dir"
         )
-    check_model_matches(ckpt_url, cfg.model, storage)
+    check_model_matches(ckpt_url, model_cfg, storage)
     remote = is_s3(ckpt_url)
     staging = Path(tempfile.mkdtemp(prefix="padnet-resume-")) if remote else Path(local_path(ckpt_url))
     try:
@@ -331,11 +340,3 @@ def _read_json(url: str, storage) -> dict[str, Any]:
         raise UserError(
             f"checkpoint file {url} is truncated or corrupt (not valid JSON): use another checkpoint"
         ) from None
-
-
-def _gather(obj: Any, world: World) -> list[Any]:
-    if not (dist.is_initialized() and world.world_size > 1):
-        return [obj]
-    out: list[Any] = [None] * world.world_size
-    dist.all_gather_object(out, obj)
-    return out

@@ -119,22 +119,6 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def any_rank(flag: bool) -> bool:
-    """True when ``flag`` is True on at least one rank (a collective: every rank calls it)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t)
-    return int(t.item()) > 0
-
-
 def save_engine_state(engine, local_dir: Path) -> None:
     """DeepSpeed's state of this rank (module, optimizer and momentum, counters) into ``local_dir/engine/``.
 

@@ -1,21 +1,30 @@
-"""``train(cfg, world)``: the one training path every launcher (torchrun, --nproc, srun, Ray) calls."""
+"""``train(cfg, world)``: the one training path every launcher (torchrun, --nproc, srun, Ray) calls.
+
+``plan_phase`` settles what a phase resumes from and how long it runs (cheap: no process group yet);
+``Trainer.__init__`` builds everything a step needs; ``Trainer.train_step`` trains one optimiser step and
+``Trainer.fit`` runs the phase: steps, checkpoints, the ranks' agreement to stop, evaluation.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from padnet_dist.config import Config
+from padnet_dist.collectives import any_rank, barrier
+from padnet_dist.config import Config, PhaseConfig, to_yaml
 from padnet_dist.distributed import choose_backend, choose_device
 from padnet_dist.errors import UserError
-from padnet_dist.objective import compute_losses
 from padnet_dist.storage import join_url, storage_for
 from padnet_dist.train import checkpoint
 from padnet_dist.train import engine as seam
 from padnet_dist.train.hooks import TrainHooks
 from padnet_dist.train.logging import RunLogger
+from padnet_dist.train.objective import compute_losses
 from padnet_dist.train.rng import rng_state, seed_everything, set_rng_state
 from padnet_dist.train.schedule import lr_at
 from padnet_dist.train.stop import StopRequest
@@ -32,19 +41,54 @@ def train(cfg: Config, world: World, *, hooks: TrainHooks | None = None) -> dict
     committed checkpoint: at the last step, at ``run.max_steps``, or after the step during which SIGTERM came
     or ``hooks.should_stop()`` said so. ``hooks``: a launcher's part in the loop (``TrainHooks``).
     """
-    hooks = hooks if hooks is not None else TrainHooks()
     # SIGTERM (scancel, a time limit's --signal, a preemption, a launcher stopping its ranks) from here on is
     # noted, not fatal: the ranks agree after a step, commit a checkpoint and return. Set first, so that a
     # signal during setup still ends in a commit after the first step.
     stop = StopRequest()
+    plan = plan_phase(cfg, world)
+    if plan.resumed_step >= plan.stop_step:
+        # Nothing left (a requeued or resubmitted job after the phase ended): return before any rank waits
+        # for another, so the job ends at once and an afterok dependency on it fires.
+        stop.restore()
+        return plan.summary(world, step=plan.resumed_step, checkpoint_url=plan.resume_url)
+    trainer = Trainer(cfg, world, plan, hooks=hooks if hooks is not None else TrainHooks(), stop=stop)
+    return trainer.fit()
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """What a phase starts from and how long it runs, settled before any rank waits for another."""
+
+    phase: int
+    phase_cfg: PhaseConfig
+    phase_dir: str
+    storage: Any
+    resume_url: str | None  # the committed checkpoint this phase continues, or None
+    init_url: str | None  # phase 1's checkpoint a fresh phase 2 starts from, or None
+    resumed_step: int  # the step resume_url holds; -1 without one
+    loader: Any
+    steps_per_epoch: int
+    total_steps: int  # of the whole phase
+    stop_step: int  # where this run stops: total_steps or run.max_steps
+
+    def summary(self, world: World, *, step: int, checkpoint_url: str | None, **extra: Any) -> dict[str, Any]:
+        out = {"phase": self.phase, "step": step, "total_steps": self.total_steps,
+               "finished": step >= self.total_steps, "stopped_by_signal": False, "checkpoint": checkpoint_url,
+               "resumed_from": self.resume_url, "initialised_from": None, "losses": {}, "samples_per_s": 0.0,
+               "world_size": world.world_size}  # fmt: skip
+        return {**out, **extra}
+
+
+def plan_phase(cfg: Config, world: World) -> PhasePlan:
+    """Resolve the checkpoints (a wrong run dir fails here, before any rank waits for another) and the loader."""
     phase = cfg.phase
     phase_cfg = cfg.phases.phase1 if phase == 1 else cfg.phases.phase2
     phase_dir = checkpoint.phase_dir(cfg.run.dir, phase)
     storage = storage_for(cfg.run.dir, cfg.storage)
-
-    # Where the weights come from is settled first, so a wrong run dir fails before any rank waits for another.
-    resume_url = checkpoint.resolve_resume(cfg, storage)
-    init_url = checkpoint.resolve_phase2_init(cfg, storage) if resume_url is None and phase == 2 else None
+    resume_url = checkpoint.resolve_resume(cfg.run.resume, phase_dir, storage)
+    init_url = None
+    if resume_url is None and phase == 2:
+        init_url = checkpoint.resolve_phase2_init(cfg.phases.phase2.init_from, cfg.run.dir, storage)
     for url in (resume_url, init_url):
         if url is not None:
             checkpoint.check_model_matches(url, cfg.model, storage)
@@ -60,165 +104,207 @@ def train(cfg: Config, world: World, *, hooks: TrainHooks | None = None) -> dict
             "use more data, fewer ranks or a smaller data.batch_size"
         )
     total_steps = steps_per_epoch * phase_cfg.epochs
-    stop_step = min(total_steps, cfg.run.max_steps) if cfg.run.max_steps else total_steps
-
-    resumed_step = checkpoint.committed_step(resume_url, storage) if resume_url is not None else -1
-    if resumed_step >= stop_step:
-        # Nothing left (a requeued or resubmitted job after the phase ended): return before any rank waits
-        # for another, so the job ends at once and an afterok dependency on it fires.
-        stop.restore()
-        step = resumed_step
-        return {"phase": phase, "step": step, "total_steps": total_steps, "finished": step >= total_steps,
-                "stopped_by_signal": False, "checkpoint": resume_url, "resumed_from": resume_url,
-                "initialised_from": None, "losses": {}, "samples_per_s": 0.0, "world_size": world.world_size}  # fmt: skip
-
-    device = choose_device(cfg.engine, world)
-    seam.check_precision(cfg.engine, device)
-    seam.set_determinism(cfg.engine.deterministic, device)
-    seam.init_distributed(world, choose_backend(cfg.engine, device))
-    seed_everything(cfg.data.seed)
-
-    model = _build_model(cfg, storage, resumed=resume_url is not None, init_url=init_url)
-    trained = {id(p) for p in model.phase_parameters(phase)}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in trained)
-    outputs = model.phase_outputs(phase)
-    model = seam.prepare_model(model, cfg.engine, device)
-    optimizer = seam.make_optimizer(
-        [p for p in model.parameters() if p.requires_grad], phase_cfg.lr, cfg.optim.momentum, cfg.optim.weight_decay
-    )
-    engine = seam.wrap(model, optimizer, cfg, world, device)
-
-    step = 0
-    if resume_url is not None:
-        state = checkpoint.load(engine, ckpt_url=resume_url, cfg=cfg, world=world, storage=storage)
-        step = state.step
-        try:
-            loader.load_state_dict(state.loader_state)
-        except ValueError as e:
-            raise UserError(f"checkpoint {resume_url}: {e}") from None
-        set_rng_state(state.rng_state)
-    saved_step = step if resume_url is not None else -1
-
-    logger = RunLogger(
-        phase_dir_url=phase_dir,
-        world=world,
+    return PhasePlan(
+        phase=phase,
+        phase_cfg=phase_cfg,
+        phase_dir=phase_dir,
         storage=storage,
-        tensorboard=cfg.run.tensorboard,
-        progress_bar=cfg.run.progress_bar,
-        total_steps=stop_step,
-        initial_step=step,
-        description=f"phase {phase}",
+        resume_url=resume_url,
+        init_url=init_url,
+        resumed_step=checkpoint.committed_step(resume_url, storage) if resume_url is not None else -1,
+        loader=loader,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        stop_step=min(total_steps, cfg.run.max_steps) if cfg.run.max_steps else total_steps,
     )
-    samples_per_step = cfg.data.batch_size * accum
-    last: dict[str, float] = {}
-    started = time.perf_counter()
-    first_step = step
 
-    def save_checkpoint() -> str:
-        url = checkpoint.checkpoint_url(phase_dir, step)
-        checkpoint.save(
-            engine,
-            ckpt_url=url,
-            cfg=cfg,
+
+class Trainer:
+    """One phase on one rank: ``__init__`` builds (device, process group, model, engine, resumed state, logger),
+    ``train_step`` trains one optimiser step, ``fit`` runs the phase to its end and returns the summary."""
+
+    def __init__(self, cfg: Config, world: World, plan: PhasePlan, *, hooks: TrainHooks, stop: StopRequest) -> None:
+        self.cfg, self.world, self.plan, self.hooks, self.stop = cfg, world, plan, hooks, stop
+        self.loader, self.storage = plan.loader, plan.storage
+        self.config_yaml = to_yaml(cfg)
+        if world.is_main:
+            _announce_config(self.config_yaml, join_url(plan.phase_dir, "logs", "config.yaml"), plan.storage)
+
+        self.device = choose_device(cfg.engine, world)
+        seam.check_precision(cfg.engine, self.device)
+        seam.set_determinism(cfg.engine.deterministic, self.device)
+        seam.init_distributed(world, choose_backend(cfg.engine, self.device))
+        seed_everything(cfg.data.seed)
+
+        model = _build_model(cfg, plan.storage, resumed=plan.resume_url is not None, init_url=plan.init_url)
+        trained = {id(p) for p in model.phase_parameters(plan.phase)}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in trained)
+        self.outputs = model.phase_outputs(plan.phase)
+        model = seam.prepare_model(model, cfg.engine, self.device)
+        self.optimizer = seam.make_optimizer(
+            [p for p in model.parameters() if p.requires_grad], plan.phase_cfg.lr, cfg.optim.momentum,
+            cfg.optim.weight_decay,
+        )  # fmt: skip
+        self.engine = seam.wrap(model, self.optimizer, cfg, world, self.device)
+
+        self.step = 0
+        if plan.resume_url is not None:
+            state = checkpoint.load(
+                self.engine, ckpt_url=plan.resume_url, model_cfg=cfg.model, world=world, storage=plan.storage
+            )
+            self.step = state.step
+            try:
+                self.loader.load_state_dict(state.loader_state)
+            except ValueError as e:
+                raise UserError(f"checkpoint {plan.resume_url}: {e}") from None
+            set_rng_state(state.rng_state)
+        self.saved_step = self.step if plan.resume_url is not None else -1
+        self.first_step = self.step
+
+        self.logger = RunLogger(
+            phase_dir_url=plan.phase_dir,
             world=world,
-            step=step,
-            epoch=step // steps_per_epoch,
-            loader_state=loader.state_dict(),
-            rng_state=rng_state(),
-            storage=storage,
-            extra_uploads=logger.uploads(),
+            storage=plan.storage,
+            tensorboard=cfg.run.tensorboard,
+            progress_bar=cfg.run.progress_bar,
+            total_steps=plan.stop_step,
+            initial_step=self.step,
+            description=f"phase {plan.phase}",
+            upload_every_s=cfg.run.log_upload_every_s,
         )
-        hooks.on_commit(url, step, {"step": float(step), **last})
+        self.samples_per_step = cfg.data.batch_size * cfg.optim.grad_accum_steps
+        self.last: dict[str, float] = {}  # the newest logged loss terms and lr of this rank
+
+    def train_step(self, batches: Iterator[dict[str, torch.Tensor]], epoch: int) -> None:
+        """One optimiser step over ``optim.grad_accum_steps`` micro-batches of ``batches``; logs on log steps."""
+        cfg, accum = self.cfg, self.cfg.optim.grad_accum_steps
+        lr = lr_at(self.step, base_lr=self.plan.phase_cfg.lr, total_steps=self.plan.total_steps,
+                   schedule=cfg.optim.schedule, warmup_steps=cfg.optim.warmup_steps,
+                   poly_power=cfg.optim.poly_power)  # fmt: skip
+        seam.set_lr(self.optimizer, lr)
+        logging_step = (self.step + 1) % cfg.run.log_every_steps == 0 or self.step + 1 == self.plan.stop_step
+        data_wait_s = compute_s = 0.0
+        terms: dict[str, torch.Tensor] = {}
+        for _ in range(accum):
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                raise UserError(f"the loader ended epoch {epoch} early: its len() ({len(self.loader)}) is wrong")
+            t1 = time.perf_counter()
+            rgb = batch["rgb"].to(self.device, non_blocking=True)
+            targets = {k: batch[k].to(self.device, non_blocking=True) for k in TARGETS if k in batch}
+            with seam.autocast(cfg.engine, self.device):
+                predictions = self.engine(rgb, outputs=self.outputs)
+            predictions = {k: v.float() for k, v in predictions.items()}
+            losses = compute_losses(predictions, targets, cfg.loss, cfg.data.ignore_index)
+            # backward() all-reduces gradients across ranks (a sync point) on the last micro-batch of a step;
+            # step() updates only then.
+            self.engine.backward(losses["total"])
+            self.engine.step()
+            terms = {k: terms.get(k, 0.0) + v.detach() / accum for k, v in losses.items()}
+            if logging_step and self.device.type == "cuda":
+                torch.cuda.synchronize()  # GPU kernels run asynchronously: wait so compute_s is the real time
+            data_wait_s += t1 - t0
+            compute_s += time.perf_counter() - t1
+        self.step += 1
+
+        if logging_step:
+            self.last = {k: float(v) for k, v in terms.items()}  # float() of a GPU tensor syncs; log steps only
+            self.logger.log(
+                {
+                    "step": self.step,
+                    "epoch": epoch,
+                    **self.last,
+                    "lr": lr,
+                    "samples_per_s": self.samples_per_step / max(data_wait_s + compute_s, 1e-9),
+                    "data_wait_s": data_wait_s,
+                    "compute_s": compute_s,
+                    "num_corrupt_skipped": self.loader.stats.num_corrupt_skipped,
+                    "time": time.time(),
+                }
+            )
+        self.logger.advance()
+
+    def fit(self) -> dict[str, Any]:
+        """Train until the phase's stop step or an agreed stop; commit the final checkpoint; return the summary."""
+        plan, stop, every = self.plan, self.stop, self.cfg.run.checkpoint_every_steps
+        started = time.perf_counter()
+        self.engine.train()
+        while self.step < plan.stop_step and not stop.agreed:
+            epoch = self.step // plan.steps_per_epoch
+            self.loader.set_epoch(epoch)  # a no-op mid-epoch: a resumed loader yields the rest of its restored epoch
+            batches = iter(self.loader)
+            while self.step < plan.stop_step and self.step // plan.steps_per_epoch == epoch and not stop.agreed:
+                self.train_step(batches, epoch)
+                if every and self.step % every == 0:
+                    self.save_checkpoint()
+                # A sync point: all ranks must stop after the same step, or the others would wait in the next
+                # all-reduce; a signal seen by any rank stops every rank.
+                # should_stop() first: it may be a collective, so no rank may skip it by short-circuiting.
+                stop.agreed = any_rank(self.hooks.should_stop() or stop.requested)
+
+            epochs_done = self.step // plan.steps_per_epoch
+            if self.step % plan.steps_per_epoch == 0 and _eval_due(self.cfg, epochs_done, plan.phase_cfg.epochs):
+                self.evaluate()
+                # a signal or a launcher's stop during evaluation stops before the next epoch; an agreement already
+                # reached stays (it is the same on every rank, so should_stop() is still called everywhere)
+                stop.agreed = any_rank(self.hooks.should_stop() or stop.requested or stop.agreed)
+
+        final_url = checkpoint.checkpoint_url(plan.phase_dir, self.step)
+        if self.step != self.saved_step:
+            final_url = self.save_checkpoint()
+        self.logger.close(self.storage)
+        # Sync point: no rank returns (and exits) before rank 0 has written COMMITTED; srun --kill-on-bad-exit
+        # would otherwise stop rank 0 mid-commit as soon as another rank exited 75.
+        barrier()
+        stop.restore()
+        elapsed_s = time.perf_counter() - started
+        samples = (self.step - self.first_step) * self.samples_per_step * self.world.world_size
+        return plan.summary(
+            self.world,
+            step=self.step,
+            checkpoint_url=final_url,
+            stopped_by_signal=stop.agreed,
+            initialised_from=plan.init_url,
+            losses=self.last,
+            samples_per_s=samples / max(elapsed_s, 1e-9),
+        )
+
+    def save_checkpoint(self) -> str:
+        """Commit a checkpoint of this step (a collective), then tell the hooks; returns its URL."""
+        url = checkpoint.checkpoint_url(self.plan.phase_dir, self.step)
+        state = checkpoint.TrainerState(
+            step=self.step,
+            epoch=self.step // self.plan.steps_per_epoch,
+            loader_state=self.loader.state_dict(),
+            rng_state=rng_state(),
+        )
+        checkpoint.save(
+            self.engine,
+            state,
+            ckpt_url=url,
+            phase=self.plan.phase,
+            phase_dir_url=self.plan.phase_dir,
+            keep_last=self.cfg.run.keep_last,
+            zero_stage=self.cfg.engine.zero_stage,
+            config_yaml=self.config_yaml,
+            world=self.world,
+            storage=self.storage,
+            extra_uploads=self.logger.uploads(),
+        )
+        self.saved_step = self.step
+        self.hooks.on_commit(url, self.step, {"step": float(self.step), **self.last})
         return url
 
-    engine.train()
-    while step < stop_step and not stop.agreed:
-        epoch = step // steps_per_epoch
-        loader.set_epoch(epoch)  # a no-op mid-epoch: a resumed loader yields the rest of its restored epoch
-        batches = iter(loader)
-        while step < stop_step and step // steps_per_epoch == epoch and not stop.agreed:
-            lr = lr_at(step, base_lr=phase_cfg.lr, total_steps=total_steps, schedule=cfg.optim.schedule,
-                       warmup_steps=cfg.optim.warmup_steps, poly_power=cfg.optim.poly_power)  # fmt: skip
-            seam.set_lr(optimizer, lr)
-            logging_step = (step + 1) % cfg.run.log_every_steps == 0 or step + 1 == stop_step
-            data_wait_s = compute_s = 0.0
-            terms: dict[str, torch.Tensor] = {}
-            for _ in range(accum):
-                t0 = time.perf_counter()
-                batch = next(batches, None)
-                if batch is None:
-                    raise UserError(f"the loader ended epoch {epoch} early: its len() ({len(loader)}) is wrong")
-                t1 = time.perf_counter()
-                rgb = batch["rgb"].to(device, non_blocking=True)
-                targets = {k: batch[k].to(device, non_blocking=True) for k in TARGETS if k in batch}
-                with seam.autocast(cfg.engine, device):
-                    predictions = engine(rgb, outputs=outputs)
-                predictions = {k: v.float() for k, v in predictions.items()}
-                losses = compute_losses(predictions, targets, cfg.loss, cfg.data.ignore_index)
-                # backward() all-reduces gradients across ranks (a sync point) on the last micro-batch of a step;
-                # step() updates only then.
-                engine.backward(losses["total"])
-                engine.step()
-                terms = {k: terms.get(k, 0.0) + v.detach() / accum for k, v in losses.items()}
-                if logging_step and device.type == "cuda":
-                    torch.cuda.synchronize()  # GPU kernels run asynchronously: wait so compute_s is the real time
-                data_wait_s += t1 - t0
-                compute_s += time.perf_counter() - t1
-            step += 1
+    def evaluate(self) -> None:
+        _evaluate(self.engine, self.cfg, self.world, self.device, self.logger, self.step)
 
-            if logging_step:
-                last = {k: float(v) for k, v in terms.items()}  # float() of a GPU tensor syncs; log steps only
-                logger.log(
-                    {
-                        "step": step,
-                        "epoch": epoch,
-                        **last,
-                        "lr": lr,
-                        "samples_per_s": samples_per_step / max(data_wait_s + compute_s, 1e-9),
-                        "data_wait_s": data_wait_s,
-                        "compute_s": compute_s,
-                        "num_corrupt_skipped": loader.stats.num_corrupt_skipped,
-                        "time": time.time(),
-                    }
-                )
-            logger.advance()
-            if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0:
-                save_checkpoint()
-                saved_step = step
-            # A sync point: all ranks must stop after the same step, or the others would wait in the next
-            # all-reduce; a signal seen by any rank stops every rank.
-            # should_stop() first: it may be a collective, so no rank may skip it by short-circuiting.
-            stop.agreed = seam.any_rank(hooks.should_stop() or stop.requested)
 
-        if step % steps_per_epoch == 0 and _eval_due(cfg, step // steps_per_epoch, phase_cfg.epochs):
-            _evaluate(engine, cfg, world, device, logger, step)
-            # a signal or a launcher's stop during evaluation stops before the next epoch; an agreement already
-            # reached stays (it is the same on every rank, so should_stop() is still called everywhere)
-            stop.agreed = seam.any_rank(hooks.should_stop() or stop.requested or stop.agreed)
-
-    final_url = checkpoint.checkpoint_url(phase_dir, step)
-    if step != saved_step:
-        final_url = save_checkpoint()
-    logger.close(storage)
-    # Sync point: no rank returns (and exits) before rank 0 has written COMMITTED; srun --kill-on-bad-exit
-    # would otherwise stop rank 0 mid-commit as soon as another rank exited 75.
-    seam.barrier()
-    stop.restore()
-    elapsed_s = time.perf_counter() - started
-    return {
-        "phase": phase,
-        "step": step,
-        "total_steps": total_steps,
-        "finished": step >= total_steps,
-        "stopped_by_signal": stop.agreed,
-        "checkpoint": final_url,
-        "resumed_from": resume_url,
-        "initialised_from": init_url,
-        "losses": last,
-        "samples_per_s": (step - first_step) * samples_per_step * world.world_size / max(elapsed_s, 1e-9),
-        "world_size": world.world_size,
-    }
+def _announce_config(config_yaml: str, url: str, storage) -> None:
+    """Print the resolved config (rank 0, stderr: stdout carries the summary) and save it beside the logs."""
+    print(f"resolved config (saved to {url}):\n{config_yaml}", file=sys.stderr, flush=True)
+    storage.write_bytes(url, config_yaml.encode())  # atomic
 
 
 def _build_model(cfg: Config, storage, *, resumed: bool, init_url: str | None) -> torch.nn.Module:
@@ -229,7 +315,7 @@ def _build_model(cfg: Config, storage, *, resumed: bool, init_url: str | None) -
     from padnet_dist.model import build_model
 
     if not resumed and cfg.phase == 1:
-        from padnet_dist.weights import build_model_from_config
+        from padnet_dist.train.pretrained import build_model_from_config
 
         return build_model_from_config(cfg.model, cfg.storage)
     model = build_model(cfg.model)

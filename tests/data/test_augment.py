@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from padnet_dist.data.augment import AugmentParams, augment_sample, draw_params, prepare_eval_sample, sample_rng
-from padnet_dist.targets import normals_from_depth
+from padnet_dist.data.targets import normals_from_depth
 
 H, W = 24, 32
 CAMERA = {"fx": 30.0, "fy": 28.0, "cx": 15.0, "cy": 11.5}
@@ -126,7 +126,7 @@ def test_params_are_deterministic_per_sample_and_epoch():
 def test_disparity_scales_with_the_image_whether_or_not_depth_is_divided(scale, divide):
     """Resizing by s scales disparity by s; the camera's baseline follows the depth convention so that
     baseline * fx / depth gives that disparity either way (divided depth: the rig shrinks with the scene)."""
-    from padnet_dist.targets import depth_to_target
+    from padnet_dist.data.targets import depth_to_target
 
     sample = _plane_sample()
     sample["depth"] = np.full((H, W), 10.0, np.float32)

@@ -349,7 +349,7 @@ def test_out_of_range_depth_carries_no_loss_gradient_or_metric(cityscapes_val):
     metrics; without the range the few farthest pixels dominate the Euclidean loss."""
     from padnet_dist.config.optim import LossConfig
     from padnet_dist.eval.metrics import DepthMetrics
-    from padnet_dist.objective import compute_losses
+    from padnet_dist.train.objective import compute_losses
 
     manifest, truth = cityscapes_val
     cam = truth[sorted(truth)[0]].camera

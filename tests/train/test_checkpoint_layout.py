@@ -44,12 +44,14 @@ def test_uncommitted_directory_is_never_picked(tmp_path, cfg):
     assert ckpt.list_committed(pdir, st) == [(4, first)]
     assert ckpt.newest_committed(pdir, st) == first
     cfg.run.dir = run
-    assert ckpt.resolve_resume(cfg, st) == first
+    assert ckpt.resolve_resume(cfg.run.resume, ckpt.phase_dir(cfg.run.dir, cfg.phase), st) == first
     cfg.run.resume = "never"
     with pytest.raises(UserError, match="run.resume=never but .*step-000000004 exists"):
-        ckpt.resolve_resume(cfg, st)  # never silently mixes a fresh run into another's checkpoints
+        ckpt.resolve_resume(
+            cfg.run.resume, ckpt.phase_dir(cfg.run.dir, cfg.phase), st
+        )  # never silently mixes a fresh run into another's checkpoints
     cfg.run.dir = str(tmp_path / "fresh")
-    assert ckpt.resolve_resume(cfg, st) is None
+    assert ckpt.resolve_resume(cfg.run.resume, ckpt.phase_dir(cfg.run.dir, cfg.phase), st) is None
 
 
 def test_explicit_resume_of_an_uncommitted_checkpoint_is_refused(tmp_path, cfg):
@@ -57,7 +59,7 @@ def test_explicit_resume_of_an_uncommitted_checkpoint_is_refused(tmp_path, cfg):
     cfg.run.dir = str(tmp_path / "run")
     cfg.run.resume = _write_checkpoint(st, cfg.run.dir, 1, 8, cfg, commit=False)
     with pytest.raises(UserError, match="not a committed checkpoint"):
-        ckpt.resolve_resume(cfg, st)
+        ckpt.resolve_resume(cfg.run.resume, ckpt.phase_dir(cfg.run.dir, cfg.phase), st)
 
 
 def test_prune_keeps_the_last_k_committed_and_drops_older_leftovers(tmp_path, cfg):
@@ -89,7 +91,7 @@ def test_checkpoint_of_another_model_is_refused_naming_the_keys(tmp_path, cfg):
 def test_phase2_without_phase1_checkpoint_says_what_to_do(tmp_path, cfg):
     cfg.run.dir = str(tmp_path / "run")
     with pytest.raises(UserError, match="train phase=1 first"):
-        ckpt.resolve_phase2_init(cfg, storage_for(cfg.run.dir))
+        ckpt.resolve_phase2_init(cfg.phases.phase2.init_from, cfg.run.dir, storage_for(cfg.run.dir))
 
 
 def test_read_inference_checkpoint_accepts_checkpoint_phase_and_run_dirs(tmp_path, cfg):
@@ -122,7 +124,7 @@ def test_corrupt_json_is_named(tmp_path, cfg):
     url = _write_checkpoint(st, str(tmp_path / "run"), 1, 4, cfg)
     st.write_bytes(join_url(url, "trainer.json"), b'{"step": 4, "epo')
     with pytest.raises(UserError, match=r"trainer\.json is truncated or corrupt"):
-        ckpt.load(None, ckpt_url=url, cfg=cfg, world=World(), storage=st)  # fails before touching an engine
+        ckpt.load(None, ckpt_url=url, model_cfg=cfg.model, world=World(), storage=st)  # fails before touching an engine
 
 
 def test_phase2_init_from_accepts_a_checkpoint_a_phase_dir_or_a_run_dir(tmp_path, cfg):
@@ -133,4 +135,4 @@ def test_phase2_init_from_accepts_a_checkpoint_a_phase_dir_or_a_run_dir(tmp_path
     cfg.run.dir = str(tmp_path / "run")
     for given in (newest, ckpt.phase_dir(other_run, 1), other_run):
         cfg.phases.phase2.init_from = given
-        assert ckpt.resolve_phase2_init(cfg, st) == newest
+        assert ckpt.resolve_phase2_init(cfg.phases.phase2.init_from, cfg.run.dir, st) == newest

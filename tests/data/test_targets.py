@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from padnet_dist.targets import contours_from_labels, depth_to_target, normals_from_depth, target_to_depth
+from padnet_dist.data.targets import contours_from_labels, depth_to_target, normals_from_depth, target_to_depth
 
 H, W = 24, 32
 FX, FY, CX, CY = 40.0, 42.0, 15.5, 11.5

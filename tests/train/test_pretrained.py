@@ -12,7 +12,7 @@ import torchvision
 from padnet_dist.config.model import ModelConfig
 from padnet_dist.errors import UserError
 from padnet_dist.model import build_model
-from padnet_dist.weights import build_model_from_config, load_backbone_weights
+from padnet_dist.train.pretrained import build_model_from_config, load_backbone_weights
 
 TINY = dict(backbone="resnet18", width=16, distill_channels=8, aggregation_channels=8, num_classes=4)
 

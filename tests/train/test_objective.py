@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from padnet_dist.config.optim import LossConfig
-from padnet_dist.objective import compute_losses
+from padnet_dist.train.objective import compute_losses
 
 B, C, H, W = 2, 4, 8, 8
 
