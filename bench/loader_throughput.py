@@ -34,7 +34,6 @@ from padnet_dist.data.synthetic_scene import SYNTHETIC_CLASSES, SYNTHETIC_PALETT
 from padnet_dist.data.targets import contours_from_labels, normals_from_depth
 from padnet_dist.data.writer import DatasetInfo, write_shards
 from padnet_dist.storage import storage_for
-from padnet_dist.data.targets import contours_from_labels, normals_from_depth
 from padnet_dist.world import World
 from tests.helpers.s3 import MotoServer
 
