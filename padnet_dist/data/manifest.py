@@ -19,7 +19,8 @@ from padnet_dist.errors import UserError
 from padnet_dist.storage import join_url, parent_url, storage_for
 from padnet_dist.storage.base import StorageNotFound
 
-MANIFEST_SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shards" / "manifest.schema.json"
+# Shipped inside the package (a plain `pip install` has no repository); shards/manifest.schema.json links here.
+MANIFEST_SCHEMA_PATH = Path(__file__).resolve().with_name("manifest.schema.json")
 
 
 class ManifestError(UserError):
