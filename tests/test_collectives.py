@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from padnet_dist import collectives
+from tests.helpers import REPO_ROOT
 
 
 def _free_port() -> int:
@@ -53,11 +56,21 @@ def test_two_gloo_ranks_sum_flag_and_gather(tmp_path) -> None:
     assert got["gathered"] == [{"rank": 0, "files": {"f0": 0}}, {"rank": 1, "files": {"f1": 1}}]
 
 
+NO_GROUP = """
+import torch, torch.distributed as dist
+from padnet_dist import collectives
+assert not dist.is_initialized()
+t = torch.tensor([1.0, 2.0], dtype=torch.float64)
+assert torch.equal(collectives.sum_over_ranks(t), t)
+assert collectives.max_over_ranks(7) == 7
+assert collectives.any_rank(True) is True and collectives.any_rank(False) is False
+assert collectives.gather_objects("x") == ["x"]
+collectives.barrier()
+print("ok")
+"""
+
+
 def test_without_a_process_group_each_returns_its_input() -> None:
-    assert not dist.is_initialized()
-    t = torch.tensor([1.0, 2.0], dtype=torch.float64)
-    assert torch.equal(collectives.sum_over_ranks(t), t)
-    assert collectives.max_over_ranks(7) == 7
-    assert collectives.any_rank(True) is True and collectives.any_rank(False) is False
-    assert collectives.gather_objects("x") == ["x"]
-    collectives.barrier()
+    # a fresh interpreter: in-process training tests leave this pytest process's default group initialised
+    out = subprocess.run([sys.executable, "-c", NO_GROUP], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
