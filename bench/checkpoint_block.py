@@ -23,7 +23,7 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_exten
 
 from padnet_dist.cli import main as cli_main  # noqa: E402
 from padnet_dist.config import load_config  # noqa: E402
-from padnet_dist.launch import free_port  # noqa: E402
+from padnet_dist.launch.env import free_port  # noqa: E402
 from padnet_dist.storage import join_url, storage_for  # noqa: E402
 from padnet_dist.storage.local_s3 import LocalS3Server  # noqa: E402
 from padnet_dist.train import checkpoint, train  # noqa: E402

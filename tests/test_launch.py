@@ -9,7 +9,7 @@ import pytest
 
 from padnet_dist.commands.train import EXIT_INTERRUPTED
 from padnet_dist.errors import UserError
-from padnet_dist.launch import local_rank_env, slurm_job_port, spawn_local, world_from_env
+from padnet_dist.launch.env import local_rank_env, slurm_job_port, spawn_local, world_from_env
 from padnet_dist.world import World
 from tests.train.tiny_run import REPO
 

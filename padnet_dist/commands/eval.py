@@ -57,7 +57,7 @@ def _rank_argv(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # validate before starting any rank
-    from padnet_dist import launch
+    from padnet_dist.launch import env as launch
 
     if args.nproc:
         return launch.spawn_local(args.nproc, _rank_argv(args))

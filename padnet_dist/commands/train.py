@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     # after its first step) instead of killing the rank before it can.
     held = StopRequest()
     cfg = config_from_args(args)  # validate before starting any rank
-    from padnet_dist import launch
+    from padnet_dist.launch import env as launch
 
     if args.nproc:
         argv = [sys.executable, "-m", "padnet_dist.cli", "train"]

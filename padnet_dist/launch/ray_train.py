@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 from padnet_dist.config import Config, StorageConfig, from_yaml_text, to_yaml
 from padnet_dist.errors import UserError
-from padnet_dist.launch import DEFAULT_MASTER_PORT
+from padnet_dist.launch.env import DEFAULT_MASTER_PORT
 from padnet_dist.storage import join_url
 from padnet_dist.storage.url import is_s3, local_path, split_s3
 from padnet_dist.train.hooks import TrainHooks
