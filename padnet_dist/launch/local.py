@@ -5,10 +5,10 @@
 SIGKILL) as soon as one fails, so none waits forever in a collective. Two behaviours elastic lacks are added
 here, each observed with torch 2.14 (``tests/test_launch.py`` pins them):
 
-- Elastic answers a SIGTERM or SIGINT to the launcher by terminating the ranks at once (``SignalException``,
-  then ``close``), and its ``start_new_session=True`` keeps a terminal's Ctrl-C from reaching them. We instead
-  pass SIGTERM on (for SIGINT as well: ``train/stop.py`` turns SIGTERM into "commit after this step") and keep
-  waiting, so the ranks commit and exit 75 and the launcher returns that code. A second SIGINT kills them.
+- Elastic answers a SIGTERM, SIGINT, SIGHUP or SIGQUIT to the launcher by terminating the ranks (``SignalException``
+  for the caller to ``close``), and its ``start_new_session=True`` keeps a terminal's Ctrl-C from reaching them.
+  We instead send the ranks SIGTERM (``train/stop.py`` turns it into "commit after this step") and keep waiting,
+  so they commit and exit 75 and the launcher returns that code. A second Ctrl-C kills them.
 - Elastic's ranks live on when the launcher is SIGKILLed (their own sessions; no parent-death signal), and a
   gloo group does not need the launcher, so they would keep training. Each rank therefore starts through
   ``python -m padnet_dist.launch.rank``, which asks the kernel for SIGKILL when its launcher dies.
@@ -37,12 +37,8 @@ def local_rank_env(rank: int, nproc: int, master_port: int) -> dict[str, str]:
         "WORLD_SIZE": str(nproc),
         "LOCAL_WORLD_SIZE": str(nproc),
         "GROUP_RANK": "0",
-        "ROLE_RANK": str(rank),
-        "ROLE_WORLD_SIZE": str(nproc),
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(master_port),
-        "TORCHELASTIC_RESTART_COUNT": "0",
-        "TORCHELASTIC_MAX_RESTARTS": "0",
     }
 
 
@@ -72,15 +68,16 @@ def run_local_ranks(nproc: int, argv: Sequence[str]) -> int:
         for rank in range(nproc)
     }
     previous = {s: signal.getsignal(s) for s in _HANDLED}
-    context = start_processes(
-        name="padnet-dist",
-        entrypoint=argv[0],
-        args={rank: tuple(argv[1:]) for rank in range(nproc)},
-        envs=envs,
-        logs_specs=DefaultLogsSpecs(log_dir=os.devnull),  # ranks write to our stdout/stderr; no temp dirs
-    )
+    context = None
     interrupts = 0
     try:
+        context = start_processes(
+            name="padnet-dist",
+            entrypoint=argv[0],
+            args={rank: tuple(argv[1:]) for rank in range(nproc)},
+            envs=envs,
+            logs_specs=DefaultLogsSpecs(log_dir=os.devnull),  # ranks write to our stdout/stderr; no temp dirs
+        )
         while True:
             try:
                 result = context.wait(period=0.2)
@@ -92,7 +89,10 @@ def run_local_ranks(nproc: int, argv: Sequence[str]) -> int:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, forward)
     finally:
-        context.close()
+        for s in (signal.SIGTERM, signal.SIGINT):  # close() is bounded (SIGKILL after 30 s): let it finish
+            signal.signal(s, signal.SIG_IGN)
+        if context is not None:
+            context.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     if result is None or not result.is_failed():
