@@ -43,10 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    from padnet_dist.launch.preflight import check_training_inputs
-
-    check_training_inputs(cfg)  # before asking Ray for anything
+    cfg = config_from_args(args)  # validate before asking Ray for anything
     from padnet_dist.launch.ray_train import run_on_ray
 
     summary = run_on_ray(
