@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))  # the tests' S3 endpoint helper: tests.helpers.s3
 
 from padnet_dist.cli import main as cli_main  # noqa: E402
 from padnet_dist.config import load_config  # noqa: E402
-from padnet_dist.launch import free_port  # noqa: E402
+from padnet_dist.launch.env import free_port  # noqa: E402
 from padnet_dist.storage import join_url, storage_for  # noqa: E402
 from padnet_dist.train import checkpoint, train  # noqa: E402
 from padnet_dist.world import World  # noqa: E402

@@ -24,7 +24,7 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_exten
 
 from padnet_dist.cli import main as cli_main  # noqa: E402
 from padnet_dist.config import load_config  # noqa: E402
-from padnet_dist.launch import free_port  # noqa: E402
+from padnet_dist.launch.env import free_port  # noqa: E402
 from padnet_dist.train import checkpoint, train  # noqa: E402
 from padnet_dist.train.objective import compute_losses  # noqa: E402
 from padnet_dist.world import World  # noqa: E402

@@ -50,12 +50,24 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     cmd_parser = argparse.ArgumentParser(prog=f"padnet-dist {name}", description=COMMANDS[name][1])
     module.add_arguments(cmd_parser)
-    args = cmd_parser.parse_args(argv[1:])
+    args = _parse(cmd_parser, argv[1:])
     try:
         return int(module.run(args) or 0)
     except UserError as e:
         print(f"padnet-dist {name}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Options and positionals (``key=value`` overrides) in any order, where the command's parser allows it.
+
+    ``parse_args`` hands all positionals of one ``nargs="*"`` argument to the first run of them, so overrides after
+    an option are rejected; ``parse_intermixed_args`` collects them all. It refuses parsers with subcommands
+    (``shard DATASET``, ``shards inspect``), which take no overrides and keep ``parse_args``.
+    """
+    if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+        return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 if __name__ == "__main__":

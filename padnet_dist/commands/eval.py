@@ -11,7 +11,6 @@ was trained on (``data.depth_target``: metres, disparity pixels or 1/m; the JSON
 from __future__ import annotations
 
 import argparse
-import sys
 
 from padnet_dist.config.cli_args import add_config_arguments, config_from_args
 
@@ -42,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc", type=int, default=0, metavar="N", help="start N local ranks (CPU: gloo)")
 
 
-def _rank_argv(args: argparse.Namespace) -> list[str]:
-    argv = [sys.executable, "-m", "padnet_dist.cli", "eval", "--checkpoint", args.checkpoint]
+def _rank_command(args: argparse.Namespace) -> list[str]:
+    argv = ["eval", "--checkpoint", args.checkpoint]
     for path in args.config:
         argv += ["--config", path]
     if args.split_manifest:
@@ -57,17 +56,18 @@ def _rank_argv(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # validate before starting any rank
-    from padnet_dist import launch
-
     if args.nproc:
-        return launch.spawn_local(args.nproc, _rank_argv(args))
+        from padnet_dist.launch.local import cli_rank_argv, run_local_ranks
+
+        return run_local_ranks(args.nproc, cli_rank_argv(_rank_command(args)))
 
     from padnet_dist.eval.evaluate import evaluate_checkpoint
     from padnet_dist.eval.report import format_table
+    from padnet_dist.launch.env import current_world
 
     metrics, url = evaluate_checkpoint(
         args.checkpoint,
-        launch.current_world(),
+        current_world(),
         storage_cfg=cfg.storage,
         config_files=args.config,
         overrides=args.overrides,

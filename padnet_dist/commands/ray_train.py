@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # validate before asking Ray for anything
-    from padnet_dist.launch_ray import run_on_ray
+    from padnet_dist.launch.ray_train import run_on_ray
 
     summary = run_on_ray(
         cfg,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sys
 
 from padnet_dist.config.cli_args import add_config_arguments, config_from_args
 
@@ -29,19 +28,23 @@ def run(args: argparse.Namespace) -> int:
     # From the first line: a SIGTERM while this rank starts up is passed on to the training loop (which commits
     # after its first step) instead of killing the rank before it can.
     held = StopRequest()
-    cfg = config_from_args(args)  # validate before starting any rank
-    from padnet_dist import launch
+    cfg = config_from_args(args)
+    from padnet_dist.launch.preflight import check_training_inputs
 
+    check_training_inputs(cfg)  # before any rank, process group or DeepSpeed op build
     if args.nproc:
-        argv = [sys.executable, "-m", "padnet_dist.cli", "train"]
-        for path in args.config:
-            argv += ["--config", path]
-        held.restore()  # the launcher passes signals on to its ranks
-        return launch.spawn_local(args.nproc, argv + list(args.overrides))
+        from padnet_dist.launch.local import cli_rank_argv, run_local_ranks
 
+        command = ["train"]
+        for path in args.config:
+            command += ["--config", path]
+        held.restore()  # the launcher passes signals on to its ranks
+        return run_local_ranks(args.nproc, cli_rank_argv(command + list(args.overrides)))
+
+    from padnet_dist.launch.env import current_world
     from padnet_dist.train import train
 
-    world = launch.current_world()
+    world = current_world()
     try:
         summary = train(cfg, world)
     finally:

@@ -24,7 +24,7 @@ import torch
 from padnet_dist.cli import main as cli_main
 from padnet_dist.config import load_config
 from padnet_dist.errors import UserError
-from padnet_dist.launch import free_port
+from padnet_dist.launch.env import free_port
 from padnet_dist.storage import join_url, storage_for
 from padnet_dist.train import checkpoint as ckpt
 from padnet_dist.train import read_inference_checkpoint
@@ -370,7 +370,7 @@ def test_a_spot_reclaim_and_a_sigterm_each_commit_and_the_run_ends_bitwise_equal
 def test_world_from_ray_context_maps_ranks_and_nodes():
     from ray.train.v2.api.context import LocalTrainContext
 
-    from padnet_dist.launch_ray import world_from_ray_context
+    from padnet_dist.launch.ray_train import world_from_ray_context
 
     context = LocalTrainContext("t", world_size=6, world_rank=5, local_rank=2, local_world_size=3, node_rank=1)
     world = world_from_ray_context(context, environ={"MASTER_ADDR": "10.0.0.7", "MASTER_PORT": "29611"})
@@ -380,7 +380,7 @@ def test_world_from_ray_context_maps_ranks_and_nodes():
 
 
 def test_relative_inputs_become_absolute_and_a_relative_run_dir_is_refused(tmp_path):
-    from padnet_dist.launch_ray import prepare_config
+    from padnet_dist.launch.ray_train import prepare_config
 
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards/train.manifest.json").write_text("{}")
@@ -395,7 +395,7 @@ def test_relative_inputs_become_absolute_and_a_relative_run_dir_is_refused(tmp_p
 
 
 def test_ray_run_record_goes_to_an_s3_compatible_store(s3):
-    from padnet_dist.launch_ray import ray_storage
+    from padnet_dist.launch.ray_train import ray_storage
 
     path, filesystem = ray_storage(s3.url("runs/a/ray"), s3.storage_cfg)
     assert path == f"{s3.bucket}/runs/a/ray"

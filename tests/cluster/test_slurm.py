@@ -289,7 +289,7 @@ def test_time_limit_commits_requeues_and_resumes_to_the_same_weights(slurm_clust
 def test_ranks_rendezvous_at_the_first_node_of_the_node_list(slurm_cluster, tmp_path):
     # No MASTER_ADDR: each task expands SLURM_JOB_NODELIST with scontrol and resolves its first name.
     code = (
-        "import socket; from padnet_dist.launch import current_world; w = current_world(); "
+        "import socket; from padnet_dist.launch.env import current_world; w = current_world(); "
         "print(w.rank, w.master_addr, socket.gethostbyname(w.master_addr), w.master_port)"
     )
     proc = subprocess.run(

@@ -12,7 +12,7 @@ import torch
 from padnet_dist.cli import main
 from padnet_dist.config import load_config
 from padnet_dist.eval.evaluate import NYUD_DEPTH_RANGE_M, depth_range_m
-from padnet_dist.launch import free_port
+from padnet_dist.launch.env import free_port
 from padnet_dist.train import train
 from padnet_dist.world import World
 from tests.helpers import REPO_ROOT

@@ -323,7 +323,7 @@ def test_metrics_do_not_depend_on_world_size(tmp_path):
     import torch.multiprocessing as mp
 
     from padnet_dist.config import load_config
-    from padnet_dist.launch import free_port
+    from padnet_dist.launch.env import free_port
     from padnet_dist.model import build_model
 
     manifest = write_synthetic_shards(str(tmp_path / "shards"), num=5)  # odd: the 2-rank run pads

@@ -3,7 +3,7 @@ launcher hears of every commit. Runs ``train(cfg, world)`` in this process on on
 
 from __future__ import annotations
 
-from padnet_dist.launch import free_port
+from padnet_dist.launch.env import free_port
 from padnet_dist.storage import storage_for
 from padnet_dist.train import checkpoint, train
 from padnet_dist.train.hooks import TrainHooks

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from padnet_dist.errors import UserError
-from padnet_dist.launch import free_port
+from padnet_dist.launch.env import free_port
 from padnet_dist.model import build_model
 from padnet_dist.train import read_inference_checkpoint, train
 from padnet_dist.train.rng import seed_everything

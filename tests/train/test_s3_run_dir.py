@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from padnet_dist.cli import main as cli_main
-from padnet_dist.launch import free_port
+from padnet_dist.launch.env import free_port
 from padnet_dist.storage import join_url, storage_for
 from padnet_dist.train import checkpoint as ckpt
 from padnet_dist.train import read_inference_checkpoint, train

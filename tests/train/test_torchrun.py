@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from padnet_dist.commands.train import EXIT_INTERRUPTED
-from padnet_dist.launch import free_port
+from padnet_dist.launch.env import free_port
 from padnet_dist.storage import storage_for
 from padnet_dist.train import checkpoint as ckpt
 from padnet_dist.train import read_inference_checkpoint

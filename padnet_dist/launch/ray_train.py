@@ -27,7 +27,8 @@ from urllib.parse import urlparse
 
 from padnet_dist.config import Config, StorageConfig, from_yaml_text, to_yaml
 from padnet_dist.errors import UserError
-from padnet_dist.launch import DEFAULT_MASTER_PORT
+from padnet_dist.launch.env import DEFAULT_MASTER_PORT
+from padnet_dist.launch.preflight import check_training_inputs
 from padnet_dist.storage import join_url
 from padnet_dist.storage.url import is_s3, local_path, split_s3
 from padnet_dist.train.hooks import TrainHooks
@@ -331,6 +332,7 @@ def run_on_ray(
             "checkpoints; use run.resume=auto, or --max-failures 0 --max-preemption-failures 0"
         )
     cfg = prepare_config(cfg)
+    check_training_inputs(cfg)  # the storage lookups, after the argument checks and before Ray starts anything
 
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig

@@ -1,20 +1,16 @@
-"""The launch layer: the only module that reads rank variables from the environment.
+"""The ``World`` of this process from its environment (torchrun, Slurm, ``--nproc`` or none) and rendezvous ports.
 
-``world_from_env`` turns what torchrun or Slurm put in the environment into a ``World``;
-``spawn_local`` starts N local ranks with a torchrun-like environment (``padnet-dist train --nproc N``).
+``world_from_env`` turns what torchrun, Slurm or ``launch.local`` put in the environment into a ``World``;
+``current_world`` reads the real environment.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
+import dataclasses
 import os
-import signal
 import socket
 import subprocess
-import sys
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from padnet_dist.errors import UserError
 from padnet_dist.world import World
@@ -24,18 +20,27 @@ DEFAULT_MASTER_PORT = 29500
 # below Linux's ephemeral range (32768-60999) from which the kernel hands out outgoing connections' ports.
 SLURM_PORT_BASE = 20000
 SLURM_PORT_SPAN = 10000
-RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 def world_from_env(environ: Mapping[str, str], *, slurm_first_host: str = "") -> World:
     """The ``World`` of this process from a torchrun or Slurm environment (a single process when neither).
 
-    torchrun (and ``spawn_local``) set RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK,
+    torchrun (and ``launch.local``) set RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK,
     MASTER_ADDR, MASTER_PORT. Under ``srun`` the ranks come from SLURM_PROCID, SLURM_NTASKS,
     SLURM_LOCALID, SLURM_NODEID, SLURM_NNODES; the master is ``MASTER_ADDR`` when set, else
     ``slurm_first_host`` (the first host of ``scontrol show hostnames $SLURM_JOB_NODELIST``, which the
-    caller resolves), and the port is ``MASTER_PORT`` or ``slurm_job_port(SLURM_JOB_ID)``.
+    caller resolves), and the port is ``MASTER_PORT`` or ``slurm_job_port(SLURM_JOB_ID)``. A world of one
+    process (neither launcher, or a one-task Slurm step) takes a free port unless MASTER_PORT is set, so two
+    single-process runs on one host do not both rendezvous on the same port.
     """
+    world = _launcher_world(environ, slurm_first_host)
+    if world.world_size == 1 and not environ.get("MASTER_PORT"):
+        return dataclasses.replace(world, master_port=free_port())
+    return world
+
+
+def _launcher_world(environ: Mapping[str, str], slurm_first_host: str) -> World:
+    """The ``World`` the launcher variables describe, before a single process picks its port."""
     if "RANK" in environ and "WORLD_SIZE" in environ:
         world_size = _int(environ, "WORLD_SIZE")
         local_world_size = _int(environ, "LOCAL_WORLD_SIZE", default=world_size)
@@ -69,7 +74,10 @@ def world_from_env(environ: Mapping[str, str], *, slurm_first_host: str = "") ->
             master_addr=master_addr,
             master_port=port,
         )
-    return World()
+    return World(
+        master_addr=environ.get("MASTER_ADDR") or "127.0.0.1",
+        master_port=_int(environ, "MASTER_PORT", default=DEFAULT_MASTER_PORT),
+    )
 
 
 def slurm_job_port(job_id: int) -> int:
@@ -102,83 +110,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def local_rank_env(rank: int, nproc: int, master_port: int) -> dict[str, str]:
-    """The torchrun-like variables rank ``rank`` of ``nproc`` local ranks receives."""
-    return {
-        "RANK": str(rank),
-        "LOCAL_RANK": str(rank),
-        "WORLD_SIZE": str(nproc),
-        "LOCAL_WORLD_SIZE": str(nproc),
-        "GROUP_RANK": "0",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(master_port),
-    }
-
-
-def _die_with_parent() -> None:
-    # A rank must not outlive a launcher that was SIGKILLed (it would keep training and checkpointing).
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def spawn_local(nproc: int, argv: Sequence[str], *, grace_s: float = 10.0) -> int:
-    """Run ``argv`` as ``nproc`` local ranks; return 0 if all succeed, else the first failure's exit code.
-
-    Each child gets the torchrun-like environment of ``local_rank_env`` on a free port. When one rank
-    fails, the others are terminated (SIGTERM, then SIGKILL after ``grace_s``) so no rank waits forever
-    in a collective. A signal to the launcher is passed on to the ranks.
-    """
-    if nproc < 1:
-        raise UserError(f"--nproc {nproc}: give at least 1 process")
-    port = free_port()
-    procs: list[subprocess.Popen] = []
-    for rank in range(nproc):
-        env = {k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}
-        env.update(local_rank_env(rank, nproc, port))
-        # as torchrun does: N ranks each spinning all cores' OpenMP threads slow each other down many times
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-        procs.append(subprocess.Popen(list(argv), env=env, preexec_fn=_die_with_parent))
-
-    def _forward(signum: int, _frame: object) -> None:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
-
-    previous = {s: signal.signal(s, _forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        failure = 0
-        while True:
-            codes = [p.poll() for p in procs]
-            failed = [c for c in codes if c not in (None, 0)]
-            if failed:
-                failure = failed[0]
-                break
-            if all(c == 0 for c in codes):
-                return 0
-            time.sleep(0.2)
-        rank = next(i for i, c in enumerate(codes) if c == failure)
-        print(f"padnet-dist: rank {rank} exited with code {failure}; stopping the other ranks", file=sys.stderr)
-        _terminate(procs, grace_s)
-        return failure if failure > 0 else 128 - failure  # a signal -N becomes the shell's 128+N
-    finally:
-        _terminate(procs, grace_s)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def _terminate(procs: Sequence[subprocess.Popen], grace_s: float) -> None:
-    alive = [p for p in procs if p.poll() is None]
-    for p in alive:
-        p.terminate()
-    deadline = time.monotonic() + grace_s
-    for p in alive:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def _int(environ: Mapping[str, str], key: str, *, default: int | None = None) -> int:
