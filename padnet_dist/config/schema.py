@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from padnet_dist.config.data import DataConfig
 from padnet_dist.config.model import ModelConfig
 from padnet_dist.config.optim import LossConfig, OptimConfig, PhasesConfig
+from padnet_dist.config.pipeline import PipelineConfig
 from padnet_dist.config.run import EngineConfig, RunConfig, StorageConfig
 
 
@@ -21,6 +22,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def __post_init__(self) -> None:
         if self.phase not in (1, 2):
