@@ -140,7 +140,7 @@ def test_report_of_a_local_run(tiny_run, capsys):
     }
     (run / "pipeline.json").write_text(json.dumps(pipeline))
     try:
-        assert main(["report", str(run)]) == 0
+        assert main(["report", str(run), "--num-panels", "2"]) == 0
     finally:
         (run / "pipeline.json").unlink()
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"report: {run / 'report.html'}"
@@ -199,10 +199,21 @@ def test_report_of_a_local_run(tiny_run, capsys):
         ("semantic", ("RGB", "ground truth", "inter_semantic", "final_semantic")),
         ("depth", ("RGB", "ground truth", "inter_depth", "final_depth")),
     }
-    assert len(phase2_panels) == 2 * 3  # three validation samples
+    assert len(phase2_panels) == 2 * 2  # two validation samples
     assert {p["file"] for g in report["panels"] for p in g["panels"]} <= images
     assert "4242" in html_text and "logs/phase1.log" in html_text  # the job table
     assert not [n for n in os.listdir(run) if ".tmp" in n]
+
+    # a second report reuses the baselines of the same inputs instead of reading the training split again
+    shards = sorted(Path(tiny_run["train"]).parent.glob("train-*.tar"))
+    for tar in shards:
+        tar.rename(tar.with_suffix(".away"))
+    try:
+        assert main(["report", str(run), "--num-panels", "0"]) == 0
+    finally:
+        for tar in shards:
+            tar.with_suffix(".away").rename(tar)
+    assert json.loads((run / "report.json").read_text())["baselines"] == b
 
 
 @pytest.mark.slow
