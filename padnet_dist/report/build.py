@@ -3,7 +3,7 @@
 report.json (strict JSON, the numbers the page shows)::
 
     {"version": 1, "run_dir", "generated_at" (unix s),
-     "phase1"/"phase2": {"evaluations": [{"step", "source" ("eval" | "training"), "url", "metrics"}],
+     "phase1"/"phase2": {"evaluations": [{"step", "source" ("eval" | "pipeline.json" | "training"), "url", "metrics"}],
                          "final": metrics of the newest evaluation | null, "final_step", "checkpoints": [url],
                          "training": {num_ranks, last_step, wall_s, median_samples_per_s, data_wait_share,
                                       final_losses: {term: value}},
@@ -35,7 +35,8 @@ from padnet_dist.report.records import RunRecords, read_run
 from padnet_dist.storage import join_url, storage_for
 
 FILES_DIR = "report_files"
-LOWER_IS_BETTER = frozenset({"depth.rel", "depth.rms", "depth.log10", "normals.mean", "normals.median"})
+# metric keys (section.KEY) where smaller is better, as the coordinator ranks them; any other is higher-is-better
+LOWER_IS_BETTER = frozenset({"rel", "log10", "rms", "mean", "median"})
 NUM_PANEL_SAMPLES = 3
 
 
@@ -68,7 +69,7 @@ def best_evaluation(run: RunRecords, metric: str) -> dict[str, Any]:
     recorded = (run.pipeline or {}).get("best")
     if isinstance(recorded, dict) and recorded.get("value") is not None:
         return {**recorded, "source": "pipeline.json"}
-    lower = metric in LOWER_IS_BETTER
+    lower = metric.partition(".")[2] in LOWER_IS_BETTER
     best: dict[str, Any] = {}
     for phase in sorted(run.phases):
         for e in run.phases[phase].evaluations:
@@ -225,7 +226,7 @@ def write_report(
     notes: list[str] = []
     baseline_dir = join_url(run_dir, "baseline")
     if storage_for(baseline_dir, storage_cfg).list(baseline_dir):
-        runs["frontend"] = read_run(baseline_dir, storage_cfg)
+        runs["frontend"] = read_run(baseline_dir, storage_cfg, parent_pipeline=run.pipeline)
         report["frontend_baseline"] = {"run_dir": baseline_dir} | _run_sections(runs["frontend"], metric)
     report["jobs"] = (run.pipeline or {}).get("jobs")
     report["panels"] = []

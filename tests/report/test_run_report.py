@@ -135,6 +135,23 @@ def test_report_of_a_local_run(tiny_run, capsys):
                 "log": "logs/phase1.log",
             },  # fmt: skip
             "report": {"state": "running", "backend_id": "4243", "attempts": 1, "started_at": 170.0},
+            # evaluations of checkpoints pruned since: only the coordinator's record keeps their numbers
+            "eval-phase1-step-000000001": {
+                "kind": "eval",
+                "state": "succeeded",
+                "phase": 1,
+                "step": 1,
+                "checkpoint": str(run / "phase1/checkpoints/step-000000001"),
+                "metrics": {"dataset": "synthetic", "semantic": {"miou": 0.125}},
+            },
+            "baseline-eval-phase1-step-000000003": {
+                "kind": "eval",
+                "state": "succeeded",
+                "phase": 1,
+                "step": 3,
+                "checkpoint": str(run / "baseline/phase1/checkpoints/step-000000003"),
+                "metrics": {"dataset": "synthetic", "semantic": {"miou": 0.25}},
+            },
         },
         "best": {"metric": "semantic.miou", "value": 0.5, "phase": 1, "checkpoint": "phase1/checkpoints/x"},
     }
@@ -148,14 +165,17 @@ def test_report_of_a_local_run(tiny_run, capsys):
 
     # every evaluated checkpoint, with the numbers of the metrics.json it came from
     steps = {p: [e["step"] for e in report[p]["evaluations"]] for p in ("phase1", "phase2")}
-    assert steps["phase1"] == [2, 4] and steps["phase2"] == [4]
+    assert steps["phase1"] == [1, 2, 4] and steps["phase2"] == [4]
+    recorded = report["phase1"]["evaluations"][0]
+    assert recorded["source"] == "pipeline.json"
+    assert recorded["metrics"] == pipeline["jobs"]["eval-phase1-step-000000001"]["metrics"]
     for phase in ("phase1", "phase2"):
-        for ev in report[phase]["evaluations"]:
+        for ev in report[phase]["evaluations"][phase == "phase1" :]:
             source = json.loads(Path(ev["url"]).read_text())
             assert ev["metrics"] == source
         assert report[phase]["final"] == report[phase]["evaluations"][-1]["metrics"]
     # where `padnet-dist eval` scored a checkpoint its metrics.json is shown, not the in-training score of the step
-    assert [e["source"] for e in report["phase1"]["evaluations"]] == ["eval", "eval"]
+    assert [e["source"] for e in report["phase1"]["evaluations"]] == ["pipeline.json", "eval", "eval"]
     assert [e["source"] for e in report["phase2"]["evaluations"]] == ["eval"]
     final = report["phase2"]["final"]
     assert set(final["depth"]) >= {"rel", "log10", "rms", "delta1", "delta2", "delta3"}
@@ -177,9 +197,10 @@ def test_report_of_a_local_run(tiny_run, capsys):
     # the front-end baseline run beside PAD-Net
     frontend = report["frontend_baseline"]
     assert frontend["run_dir"] == str(run / "baseline")
-    [only] = frontend["phase1"]["evaluations"]
-    assert only["source"] == "training" and only["url"] == str(run / "baseline/phase1/eval/step-000000004.json")
-    assert frontend["phase1"]["final"] == json.loads(Path(only["url"]).read_text())
+    pruned, final = frontend["phase1"]["evaluations"]
+    assert (pruned["step"], pruned["source"], pruned["metrics"]["semantic"]["miou"]) == (3, "pipeline.json", 0.25)
+    assert final["source"] == "training" and final["url"] == str(run / "baseline/phase1/eval/step-000000004.json")
+    assert frontend["phase1"]["final"] == json.loads(Path(final["url"]).read_text())
 
     # training curves and panels: files beside the page, linked relatively
     assert report["phase1"]["training"]["last_step"] == 4 and report["phase1"]["training"]["num_ranks"] == 1
