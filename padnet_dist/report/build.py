@@ -104,7 +104,7 @@ def _newest_checkpoint(run: RunRecords) -> tuple[int, str] | None:
 
 
 class _Writer:
-    """Writes below the report's folder and remembers the relative names, for report.json and the page."""
+    """Writes the report's images below its folder; returns the relative paths report.json and the page use."""
 
     def __init__(self, out_url: str, storage_cfg: StorageConfig | None) -> None:
         self.out_url = out_url
@@ -139,16 +139,12 @@ def _panels(
 
     samples = validation_samples(cfg.data, cfg.storage, val_manifest, num_samples)
     palette = default_palette(cfg.model.num_classes, val_manifest, cfg.storage)
-    models: list[tuple[str, str, str]] = []
-    for phase in sorted(runs["padnet"].phases):
-        if runs["padnet"].phases[phase].checkpoints:
-            models.append(
-                (
-                    f"PAD-Net, phase {phase} (final)",
-                    f"padnet-phase{phase}",
-                    runs["padnet"].phases[phase].checkpoints[-1][1],
-                )
-            )
+    padnet = runs["padnet"].phases
+    models = [
+        (f"PAD-Net, phase {p} (final)", f"padnet-phase{p}", padnet[p].checkpoints[-1][1])
+        for p in sorted(padnet)
+        if padnet[p].checkpoints
+    ]
     if "frontend" in runs and (newest := _newest_checkpoint(runs["frontend"])):
         models.append((f"front-end baseline, phase {newest[0]} (final)", "frontend", newest[1]))
     for model, prefix, checkpoint in models:
