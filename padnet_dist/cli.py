@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "official Cityscapes pixel-level evaluation of a folder",
     ),
     "export": ("padnet_dist.commands.export", "export a checkpoint as a consolidated fp32 state dict"),
+    "report": ("padnet_dist.commands.report", "write a run's report.html and report.json (metrics, curves, panels)"),
 }
 
 
