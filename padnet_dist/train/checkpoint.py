@@ -249,6 +249,10 @@ def write_snapshot(snap: Snapshot, storage) -> dict[str, tuple[int, str]]:
     """
     written: dict[str, tuple[int, str]] = {}
     try:
+        for name, data in snap.small_files.items():
+            url = join_url(snap.ckpt_url, name)
+            _retrying(lambda url=url, data=data: _write_verified(storage, data, url))
+            written[name] = (len(data), hashlib.sha256(data).hexdigest())
         own = []
         for rel, state in snap.engine_states:
             atomic_write_local(str(snap.local_dir / rel), lambda f, state=state: torch.save(state, f))
@@ -266,10 +270,6 @@ def write_snapshot(snap: Snapshot, storage) -> dict[str, tuple[int, str]]:
                 _retrying(lambda rel=rel, path=path: _put_verified(storage, str(path), join_url(snap.ckpt_url, rel)))
             else:
                 _verify_size(storage, join_url(snap.ckpt_url, rel), written[rel][0])
-        for name, data in snap.small_files.items():
-            url = join_url(snap.ckpt_url, name)
-            _retrying(lambda url=url, data=data: _write_verified(storage, data, url))
-            written[name] = (len(data), hashlib.sha256(data).hexdigest())
         for local_file, url in snap.extra_uploads.items():
             if os.path.exists(local_file):
                 storage.put_file(local_file, url)
