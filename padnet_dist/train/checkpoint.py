@@ -30,14 +30,13 @@ from padnet_dist.collectives import barrier, gather_objects
 from padnet_dist.config import Config, ModelConfig, StorageConfig, from_yaml_text
 from padnet_dist.errors import UserError
 from padnet_dist.storage import StorageError, join_url, storage_for
-from padnet_dist.storage.local import TMP_MARKER, atomic_write_local
+from padnet_dist.storage.local import atomic_write_local
 from padnet_dist.storage.url import is_s3, local_path
 from padnet_dist.world import World
 
 COMMIT_MARKER = "COMMITTED"
 UPLOAD_ATTEMPTS = 3  # writes of one checkpoint file before the checkpoint is given up (never committed)
 UPLOAD_RETRY_PAUSE_S = 2.0  # doubled after each failed attempt
-_ENGINE_DIR = "engine"  # train.engine.ENGINE_TAG, named here so that writing needs no DeepSpeed import
 _STEP_DIR = re.compile(r"step-(\d{9})$")
 
 
@@ -253,16 +252,10 @@ def write_snapshot(snap: Snapshot, storage) -> dict[str, tuple[int, str]]:
             url = join_url(snap.ckpt_url, name)
             _retrying(lambda url=url, data=data: _write_verified(storage, data, url))
             written[name] = (len(data), hashlib.sha256(data).hexdigest())
-        own = []
+        own = [rel for rel, _ in snap.engine_states]
         for rel, state in snap.engine_states:
-            atomic_write_local(str(snap.local_dir / rel), lambda f, state=state: torch.save(state, f))
-            own.append(rel)
+            _retrying(lambda path=str(snap.local_dir / rel), state=state: _save_state(state, path))
         snap.engine_states.clear()
-        engine_dir = snap.local_dir / _ENGINE_DIR
-        if snap.rank == 0 and engine_dir.is_dir():
-            # DeepSpeed's own files (ZeRO's zero_to_fp32.py); the .pt files there are every rank's states
-            own += [p.relative_to(snap.local_dir).as_posix() for p in sorted(engine_dir.iterdir())
-                    if p.is_file() and p.suffix != ".pt" and TMP_MARKER not in p.name]  # fmt: skip
         for rel in own:
             path = snap.local_dir / rel
             written[rel] = (path.stat().st_size, _sha256_file(path))
@@ -338,6 +331,7 @@ def load(engine, *, ckpt_url: str, model_cfg: ModelConfig, world: World, storage
     staging = Path(tempfile.mkdtemp(prefix="padnet-resume-")) if remote else Path(local_path(ckpt_url))
     try:
         expected = _committed_files(ckpt_url, storage)
+        digests = _read_json(join_url(ckpt_url, COMMIT_MARKER), storage).get("sha256", {})
         for rel, size in sorted(expected.items()):
             if not rel.startswith(seam.ENGINE_TAG + "/"):
                 continue
@@ -348,6 +342,9 @@ def load(engine, *, ckpt_url: str, model_cfg: ModelConfig, world: World, storage
             actual = target.stat().st_size if target.exists() else -1
             if actual != size:
                 raise UserError(_truncated(join_url(ckpt_url, rel), actual, size))
+            if rel in digests and _sha256_file(target) != digests[rel]:
+                raise UserError(f"checkpoint file {join_url(ckpt_url, rel)} is corrupt (SHA-256 differs from "
+                                f"{COMMIT_MARKER}'s): resume from another checkpoint (run.resume=URL)")  # fmt: skip
         seam.load_engine_state(engine, staging)
     finally:
         if remote:
@@ -458,6 +455,10 @@ def _verify_size(storage, url: str, size: int) -> None:
 def _put_verified(storage, path: str, url: str) -> None:
     storage.put_file(path, url)
     _verify_size(storage, url, os.path.getsize(path))
+
+
+def _save_state(state: Any, path: str) -> None:
+    atomic_write_local(path, lambda f: torch.save(state, f))
 
 
 def _write_verified(storage, data: bytes, url: str) -> None:

@@ -77,7 +77,9 @@ def _read_checked(ckpt_url: str, rel: str, marker: dict, storage) -> bytes:
         raise UserError(_truncated(url, len(data), size))
     digest = marker.get("sha256", {}).get(rel)
     if digest is not None and hashlib.sha256(data).hexdigest() != digest:
-        raise UserError(f"checkpoint file {url} is corrupt (its SHA-256 differs from {COMMIT_MARKER}'s): use another")
+        raise UserError(
+            f"checkpoint file {url} is corrupt (its SHA-256 differs from {COMMIT_MARKER}'s): use another checkpoint"
+        )
     return data
 
 

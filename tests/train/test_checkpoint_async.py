@@ -8,8 +8,10 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
+from padnet_dist.errors import UserError
 from padnet_dist.launch.env import free_port
 from padnet_dist.storage import join_url, storage_for
 from padnet_dist.train import checkpoint as ckpt
@@ -107,4 +109,17 @@ def test_zero2_weights_for_inference_are_its_fp32_masters(tiny_cfg, tmp_path):
     masters = seam.fp32_state_dict_from_zero_files(Path(done["checkpoint"]))
     trained = [k for k in masters if k.startswith("frontend.") and k.endswith("weight")]
     assert trained and all(torch.equal(exported[k], masters[k]) for k in masters)
-    assert "engine/zero_to_fp32.py" in json.loads(Path(done["checkpoint"], "COMMITTED").read_text())["files"]
+
+
+def test_a_flipped_byte_is_caught_by_the_markers_checksum(tiny_cfg, tmp_path):
+    run_dir = str(tmp_path / "run")
+    first = train(tiny_cfg("run.max_steps=1", run_dir=run_dir), World(master_port=free_port()))
+    state_file = Path(first["checkpoint"], "engine", "mp_rank_00_model_states.pt")
+    data = bytearray(state_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the checksum can tell
+    state_file.write_bytes(bytes(data))
+    for read in (lambda: read_inference_checkpoint(first["checkpoint"]),
+                 lambda: train(tiny_cfg(run_dir=run_dir), World(master_port=free_port()))):  # fmt: skip
+        with pytest.raises(UserError, match=r"mp_rank_00_model_states\.pt is corrupt \(.*SHA-256") as info:
+            read()
+        assert "\n" not in str(info.value)
