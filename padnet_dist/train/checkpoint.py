@@ -231,9 +231,13 @@ def publish(snap: Snapshot, *, phase_dir_url: str, keep_last: int, storage, grou
         all_files = {k: v for part, _ in results for k, v in part.items()}
         try:
             write_marker(snap.ckpt_url, step=snap.step, epoch=snap.epoch, files=all_files, storage=storage)
-            prune(phase_dir_url, keep_last, storage)
         except Exception as e:
             commit_error = f"rank 0: writing {COMMIT_MARKER}: {_one_line(e)}"
+        try:
+            if commit_error is None:
+                prune(phase_dir_url, keep_last, storage)
+        except Exception as e:  # committed all the same: the next commit prunes again
+            print(f"checkpoint: pruning {phase_dir_url} failed: {_one_line(e)}", file=sys.stderr, flush=True)
     if not failures:
         # the other ranks learn whether rank 0's marker was written
         failures = [err for err in gather_objects(commit_error, group=group) if err]
