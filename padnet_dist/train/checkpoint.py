@@ -177,11 +177,12 @@ def take_snapshot(
     world: World,
     storage,
     extra_uploads: dict[str, str] | None = None,
+    reuse: Snapshot | None = None,
 ) -> Snapshot:
     """Copy this rank's state (engine, ``state``) for a checkpoint at ``ckpt_url`` (a collective: every rank calls
     it). Training may change the engine as soon as it returns. Rank 0 withdraws an earlier commit of the same step
     (a run resumed from an earlier checkpoint rewrites it). ``extra_uploads``: local files to publish with it (log
-    mirrors: file -> URL)."""
+    mirrors: file -> URL). ``reuse``: a published snapshot whose memory the copy may overwrite."""
     from padnet_dist.train import engine as seam  # here, so that reading a checkpoint never imports DeepSpeed
 
     if world.is_main and is_committed(ckpt_url, storage):
@@ -190,7 +191,8 @@ def take_snapshot(
     staged = is_s3(ckpt_url)
     local_dir = Path(tempfile.mkdtemp(prefix="padnet-ckpt-")) if staged else Path(local_path(ckpt_url))
     local_dir.mkdir(parents=True, exist_ok=True)
-    captured = seam.snapshot_engine_state(engine, local_dir)
+    old = [(local_dir / rel, st) for rel, st in reuse.engine_states] if reuse is not None else []
+    captured = seam.snapshot_engine_state(engine, local_dir, reuse=old)
     small_files = {
         f"loader-rank{world.rank}.json": json.dumps(state.loader_state).encode(),
         f"rng-rank{world.rank}.json": json.dumps(state.rng_state).encode(),
@@ -248,7 +250,8 @@ def write_snapshot(snap: Snapshot, storage) -> dict[str, tuple[int, str]]:
     """Write and verify this rank's files of ``snap``: ``{path relative to the checkpoint: (bytes, SHA-256)}``.
 
     Each file is written atomically and checked against its size as stored; a failure is retried
-    ``UPLOAD_ATTEMPTS`` times, then raised. Frees the snapshot's memory and staging directory.
+    ``UPLOAD_ATTEMPTS`` times, then raised. Removes the staging directory; the states stay, for ``take_snapshot``'s
+    ``reuse``.
     """
     written: dict[str, tuple[int, str]] = {}
     try:
@@ -259,7 +262,6 @@ def write_snapshot(snap: Snapshot, storage) -> dict[str, tuple[int, str]]:
         own = [rel for rel, _ in snap.engine_states]
         for rel, state in snap.engine_states:
             _retrying(lambda path=str(snap.local_dir / rel), state=state: _save_state(state, path))
-        snap.engine_states.clear()
         for rel in own:
             path = snap.local_dir / rel
             written[rel] = (path.stat().st_size, _sha256_file(path))
@@ -271,7 +273,6 @@ def write_snapshot(snap: Snapshot, storage) -> dict[str, tuple[int, str]]:
             if os.path.exists(local_file):
                 storage.put_file(local_file, url)
     finally:
-        snap.engine_states.clear()
         if snap.staged:
             shutil.rmtree(snap.local_dir, ignore_errors=True)
     return written

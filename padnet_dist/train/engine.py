@@ -129,14 +129,16 @@ def save_engine_state(engine, local_dir: Path) -> None:
     engine.save_checkpoint(str(local_dir), tag=ENGINE_TAG, save_latest=False)
 
 
-def snapshot_engine_state(engine, local_dir: Path) -> list[tuple[Path, Any]]:
+def snapshot_engine_state(engine, local_dir: Path, reuse: list[tuple[Path, Any]] = ()) -> list[tuple[Path, Any]]:
     """A copy, in CPU memory, of what ``save_engine_state`` would write now: ``[(file path, state), ...]``.
 
     A collective: every rank calls it. The states own their tensors (copied at this call), so training may go on
     while another thread writes them with ``torch.save``; files DeepSpeed writes by itself (ZeRO's recovery
-    script) land in ``local_dir/engine/`` at once. Costs one in-memory copy of this rank's module and optimizer.
+    script) land in ``local_dir`` at once. Costs one in-memory copy of this rank's module and optimizer.
+    ``reuse``: an earlier snapshot nobody reads any more; its tensors are overwritten where shapes and dtypes
+    match, which spares the allocation and first-touch page faults of a fresh copy (half the snapshot's time).
     """
-    capture = _CapturingCheckpointEngine()
+    capture = _CapturingCheckpointEngine({os.path.normpath(path): state for path, state in reuse})
     real, engine.checkpoint_engine = engine.checkpoint_engine, capture
     try:
         engine.save_checkpoint(str(local_dir), tag=ENGINE_TAG, save_latest=False)
@@ -148,26 +150,34 @@ def snapshot_engine_state(engine, local_dir: Path) -> list[tuple[Path, Any]]:
 class _CapturingCheckpointEngine(TorchCheckpointEngine):
     """DeepSpeed's torch checkpoint engine, except that ``save`` keeps a private copy instead of writing."""
 
-    def __init__(self) -> None:
+    def __init__(self, reuse: dict[str, Any]) -> None:
         super().__init__(None)
+        self.reuse = reuse
         self.captured: list[tuple[Path, Any]] = []
 
     def save(self, state_dict, path: str) -> None:
-        self.captured.append((Path(path), _owned_copy(state_dict)))
+        self.captured.append((Path(path), _owned_copy(state_dict, self.reuse.get(os.path.normpath(path)))))
 
     def preserves_storage_sharing(self) -> bool:
         return False  # _owned_copy already copies every tensor: no second clone by DeepSpeed
 
 
-def _owned_copy(obj: Any) -> Any:
-    """``obj`` with every tensor copied to the CPU, detached: later in-place updates of the originals (the next
-    optimiser steps) do not reach it."""
+def _owned_copy(obj: Any, into: Any = None) -> Any:
+    """``obj`` with every tensor copied to the CPU, detached (into the tensor at the same place of ``into`` when it
+    fits): later in-place updates of the originals (the next optimiser steps) do not reach it."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
+        src = obj.detach()
+        fits = (
+            isinstance(into, torch.Tensor) and into.device.type == "cpu" and into.shape == src.shape
+            and into.dtype == src.dtype and into.layout == src.layout == torch.strided
+        )  # fmt: skip
+        return into.copy_(src) if fits else src.to("cpu", copy=True)
     if type(obj) in (dict, OrderedDict):
-        return type(obj)((k, _owned_copy(v)) for k, v in obj.items())
+        old = into if isinstance(into, dict) else {}
+        return type(obj)((k, _owned_copy(v, old.get(k))) for k, v in obj.items())
     if type(obj) in (list, tuple):
-        return type(obj)(_owned_copy(v) for v in obj)
+        old = into if isinstance(into, list | tuple) and len(into) == len(obj) else [None] * len(obj)
+        return type(obj)(_owned_copy(v, o) for v, o in zip(obj, old, strict=True))
     return copy.deepcopy(obj)
 
 

@@ -313,6 +313,7 @@ class Trainer:
             world=self.world,
             storage=self.storage,
             extra_uploads=self.logger.uploads(),
+            reuse=self.uploader.published,
         )
         self.uploader.submit(snap)
         self.commit_metrics = {"step": float(self.step), **self.last}

@@ -47,6 +47,7 @@ class CheckpointUploader:
         self.group = side_group()
         self._thread: threading.Thread | None = None
         self._in_flight: Snapshot | None = None
+        self.published: Snapshot | None = None  # the last one waited for: its memory may be reused
         self._error: str | None = None
         self._seconds = 0.0
 
@@ -78,11 +79,13 @@ class CheckpointUploader:
         self._thread.join()
         snap = self._in_flight
         self._in_flight, self._thread = None, None
+        self.published = snap
         return UploadOutcome(url=snap.ckpt_url, step=snap.step, error=self._error, seconds=self._seconds)
 
     def close(self) -> None:
         """Wait for the checkpoint in flight (if any), then release the side group."""
         self.wait()
+        self.published = None
         if self.group is not None:
             dist.destroy_process_group(self.group)
             self.group = None
