@@ -8,7 +8,7 @@ in-memory snapshot only; the rest runs in a background thread). Blocked time per
 phase's final one waits for its commit by design and is left out); ``gap``: from the per-step wall-clock times in
 the JSONL log, the median gap after a checkpointed step minus the median ordinary step (it also counts the
 background thread's competition for the CPU). Target (issue 9): async / sync <= 0.1 for both.
-Not a test: prints figures. Run: ``.venv/bin/python bench/checkpoint_block.py`` (a few minutes).
+Not a test: prints figures. Run: ``.venv/bin/python bench/checkpoint_block.py`` (about ten minutes).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from padnet_dist.world import World  # noqa: E402
 from tests.helpers.s3 import MotoServer  # noqa: E402
 
 
-def measure(base_overrides: list[str], run_dir: str, every: int, num_steps: int, asynchronous: bool,
+def measure(base_overrides: list[str], run_dir: str, every: int, num_steps: int, asynchronous: bool, repeat: int,
             storage_cfg=None) -> dict:  # fmt: skip
-    """Phase 2 from ``run_dir``'s phase 1 with a checkpoint every ``every`` steps; timing figures."""
-    phase2_dir = f"{run_dir}-p2-{'async' if asynchronous else 'sync'}"
+    """Phase 2 from ``run_dir``'s phase 1 with a checkpoint every ``every`` steps; raw timings (seconds)."""
+    phase2_dir = f"{run_dir}-p2-{'async' if asynchronous else 'sync'}-{repeat}"
     cfg = load_config(
         REPO / "configs/tiny.yaml",
         [*base_overrides, f"run.dir={phase2_dir}", "phase=2", f"phases.phase2.init_from={run_dir}/phase1",
@@ -51,34 +51,46 @@ def measure(base_overrides: list[str], run_dir: str, every: int, num_steps: int,
     log = st.read_bytes(join_url(phase2_dir, "phase2/logs/rank0.jsonl")).decode().splitlines()
     times = {r["step"]: r["time"] for r in map(json.loads, log)}
     gaps = {s: times[s + 1] - times[s] for s in range(2, num_steps) if s + 1 in times}  # skip warm-up step 1
-    saved = [g for s, g in gaps.items() if s % every == 0]
-    plain = [g for s, g in gaps.items() if s % every != 0]
-    step_s = statistics.median(plain)
-    periodic = summary["checkpoint_blocked_s"][: num_steps // every - (num_steps % every == 0)]
     files = json.loads(st.read_bytes(join_url(summary["checkpoint"], checkpoint.COMMIT_MARKER)))["files"]
     return {
-        "step_s": step_s,
-        "direct_s": statistics.median(periodic),
-        "gap_s": statistics.median(saved) - step_s,
-        "num_saves": len(periodic),
+        "plain_s": [g for s, g in gaps.items() if s % every != 0],
+        "saved_s": [g for s, g in gaps.items() if s % every == 0],
+        "direct_s": summary["checkpoint_blocked_s"][: num_steps // every - (num_steps % every == 0)],
         "mb": sum(files.values()) / 1e6,
     }
 
 
 def measure_both(base_overrides: list[str], run_dir: str, args, storage_cfg=None) -> dict:
-    """Phase 1 briefly (phase 2's start), then phase 2 synchronous and asynchronous."""
+    """Phase 1 briefly (phase 2's start), then phase 2 synchronous and asynchronous, alternating ``args.repeats``
+    times (load on a shared machine drifts: alternating exposes both modes to it alike); pooled medians."""
     overrides = [*base_overrides, f"run.dir={run_dir}"]
     train(load_config(REPO / "configs/tiny.yaml", [*overrides, "run.max_steps=1"]), World(master_port=free_port()))
-    return {
-        mode: measure(base_overrides, run_dir, args.every, args.steps, mode == "async", storage_cfg)
-        for mode in ("sync", "async")
-    }
+    pooled: dict[str, dict[str, list[float]]] = {"sync": {}, "async": {}}
+    mb = 0.0
+    for repeat in range(args.repeats):
+        for mode in ("sync", "async"):
+            r = measure(base_overrides, run_dir, args.every, args.steps, mode == "async", repeat, storage_cfg)
+            mb = r.pop("mb")
+            for key, values in r.items():
+                pooled[mode].setdefault(key, []).extend(values)
+    out = {}
+    for mode, r in pooled.items():
+        step_s = statistics.median(r["plain_s"])
+        out[mode] = {
+            "step_s": step_s,
+            "direct_s": statistics.median(r["direct_s"]),
+            "gap_s": statistics.median(r["saved_s"]) - step_s,
+            "num_saves": len(r["direct_s"]),
+            "mb": mb,
+        }
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--every", type=int, default=5, help="checkpoint every N steps")
     parser.add_argument("--steps", type=int, default=21)
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each mode, alternating")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable on shared machines)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
