@@ -54,6 +54,9 @@ class RunConfig:
     resume: str = "auto"  # auto: newest committed checkpoint of this run and phase; never; or a checkpoint URL
     keep_last: int = 3
     checkpoint_every_steps: int = 500
+    # true: training goes on while a checkpoint is written and uploaded (it stops only for an in-memory snapshot,
+    # which keeps one copy of the rank's model and optimizer state in CPU memory); false: it waits for the commit
+    async_checkpoints: bool = True
     log_every_steps: int = 10
     eval_every_epochs: int = 0  # 0: evaluate only at the end of the phase
     max_steps: int = 0  # stop a phase after this many optimiser steps (0 = run all epochs)

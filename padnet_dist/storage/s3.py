@@ -220,6 +220,26 @@ class S3Storage(Storage):
         except StorageNotFound:
             pass
 
+    def size(self, url: str) -> int:
+        bucket, key = split_s3(url)
+        return int(self._call(url, "checking", self.client().head_object, Bucket=bucket, Key=key)["ContentLength"])
+
+    def abort_multipart_uploads(self, prefix_url: str) -> int:
+        bucket, key = split_s3(prefix_url)
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        client = self.client()
+
+        def abort_all() -> int:
+            # A killed writer leaves its uploaded parts stored (and billed) but invisible to listings of objects.
+            num_aborted = 0
+            for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    num_aborted += 1
+            return num_aborted
+
+        return self._call(prefix_url, "aborting unfinished uploads below", abort_all)
+
 
 class _S3Reader(io.RawIOBase):
     """A GET stream that survives connection drops: it re-requests the rest with ``Range`` and ``If-Match``

@@ -8,15 +8,17 @@ loading and consolidating engine state.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import deepspeed
 import torch
-import torch.distributed as dist
+from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 from torch import nn
 
 from padnet_dist.config import Config, EngineConfig
@@ -127,6 +129,58 @@ def save_engine_state(engine, local_dir: Path) -> None:
     engine.save_checkpoint(str(local_dir), tag=ENGINE_TAG, save_latest=False)
 
 
+def snapshot_engine_state(engine, local_dir: Path, reuse: list[tuple[Path, Any]] = ()) -> list[tuple[Path, Any]]:
+    """A copy, in CPU memory, of what ``save_engine_state`` would write now: ``[(file path, state), ...]``.
+
+    A collective: every rank calls it. The states own their tensors (copied at this call), so training may go on
+    while another thread writes them with ``torch.save``; files DeepSpeed writes by itself (ZeRO's recovery
+    script) land in ``local_dir`` at once. Costs one in-memory copy of this rank's module and optimizer.
+    ``reuse``: an earlier snapshot nobody reads any more; its tensors are overwritten where shapes and dtypes
+    match, which spares the allocation and first-touch page faults of a fresh copy (half the snapshot's time).
+    """
+    capture = _CapturingCheckpointEngine({os.path.normpath(path): state for path, state in reuse})
+    real, engine.checkpoint_engine = engine.checkpoint_engine, capture
+    try:
+        engine.save_checkpoint(str(local_dir), tag=ENGINE_TAG, save_latest=False)
+    finally:
+        engine.checkpoint_engine = real
+    return capture.captured
+
+
+class _CapturingCheckpointEngine(TorchCheckpointEngine):
+    """DeepSpeed's torch checkpoint engine, except that ``save`` keeps a private copy instead of writing."""
+
+    def __init__(self, reuse: dict[str, Any]) -> None:
+        super().__init__(None)
+        self.reuse = reuse
+        self.captured: list[tuple[Path, Any]] = []
+
+    def save(self, state_dict, path: str) -> None:
+        self.captured.append((Path(path), _owned_copy(state_dict, self.reuse.get(os.path.normpath(path)))))
+
+    def preserves_storage_sharing(self) -> bool:
+        return False  # _owned_copy already copies every tensor: no second clone by DeepSpeed
+
+
+def _owned_copy(obj: Any, into: Any = None) -> Any:
+    """``obj`` with every tensor copied to the CPU, detached (into the tensor at the same place of ``into`` when it
+    fits): later in-place updates of the originals (the next optimiser steps) do not reach it."""
+    if isinstance(obj, torch.Tensor):
+        src = obj.detach()
+        fits = (
+            isinstance(into, torch.Tensor) and into.device.type == "cpu" and into.shape == src.shape
+            and into.dtype == src.dtype and into.layout == src.layout == torch.strided
+        )  # fmt: skip
+        return into.copy_(src) if fits else src.to("cpu", copy=True)
+    if type(obj) in (dict, OrderedDict):
+        old = into if isinstance(into, dict) else {}
+        return type(obj)((k, _owned_copy(v, old.get(k))) for k, v in obj.items())
+    if type(obj) in (list, tuple):
+        old = into if isinstance(into, list | tuple) and len(into) == len(obj) else [None] * len(obj)
+        return type(obj)(_owned_copy(v, o) for v, o in zip(obj, old, strict=True))
+    return copy.deepcopy(obj)
+
+
 def load_engine_state(engine, local_dir: Path) -> None:
     """Restore what ``save_engine_state`` wrote (a collective)."""
     try:
@@ -137,25 +191,15 @@ def load_engine_state(engine, local_dir: Path) -> None:
         raise UserError(f"no DeepSpeed state in {local_dir / ENGINE_TAG}: the checkpoint is incomplete")
 
 
-def consolidated_state_dict(engine, zero_stage: int) -> dict[str, torch.Tensor] | None:
-    """The bare model's state dict in fp32 on CPU, on rank 0 (``None`` elsewhere).
+def fp32_state_dict_from_zero_files(local_dir: Path) -> dict[str, torch.Tensor]:
+    """The bare model's fp32 state dict consolidated by DeepSpeed's converter from every rank's ZeRO files below
+    ``local_dir/engine/`` (for ZeRO-3, whose module states hold partitions, and fp16, whose fp32 masters live in
+    the optimizer partitions)."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    A collective under ZeRO-3 (parameters are gathered from their partitions); local otherwise.
-    """
-    if zero_stage == 3:
-        state = engine._zero3_consolidated_16bit_state_dict()
-        if not (dist.is_initialized() and dist.get_rank() != 0) and state is not None:
-            return {k: _fp32_cpu(v) for k, v in state.items()}
-        return None
-    if dist.is_initialized() and dist.get_rank() != 0:
-        return None
-    return {k: _fp32_cpu(v) for k, v in engine.module.state_dict().items()}
+    state = get_fp32_state_dict_from_zero_checkpoint(str(local_dir), tag=ENGINE_TAG)
+    return {k: v.detach().float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def bare_module(engine) -> nn.Module:
     return engine.module
-
-
-def _fp32_cpu(t: torch.Tensor) -> torch.Tensor:
-    t = t.detach().cpu()
-    return t.float().clone() if t.is_floating_point() else t.clone()

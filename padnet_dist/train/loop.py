@@ -19,7 +19,7 @@ from padnet_dist.collectives import any_rank, barrier
 from padnet_dist.config import Config, PhaseConfig, to_yaml
 from padnet_dist.distributed import choose_backend, choose_device
 from padnet_dist.errors import UserError
-from padnet_dist.storage import join_url, storage_for
+from padnet_dist.storage import StorageError, join_url, storage_for
 from padnet_dist.train import checkpoint
 from padnet_dist.train import engine as seam
 from padnet_dist.train.hooks import TrainHooks
@@ -28,6 +28,7 @@ from padnet_dist.train.objective import compute_losses
 from padnet_dist.train.rng import rng_state, seed_everything, set_rng_state
 from padnet_dist.train.schedule import lr_at
 from padnet_dist.train.stop import StopRequest
+from padnet_dist.train.uploader import CheckpointUploader
 from padnet_dist.world import World
 
 TARGETS = ("semantic", "depth", "normals", "contour", "valid")
@@ -129,6 +130,10 @@ class Trainer:
         self.config_yaml = to_yaml(cfg)
         if world.is_main:
             _announce_config(self.config_yaml, join_url(plan.phase_dir, "logs", "config.yaml"), plan.storage)
+            # before any rank can upload (every rank waits for rank 0 in the engine's setup below)
+            num_aborted = checkpoint.abort_unfinished_uploads(plan.phase_dir, plan.storage)
+            if num_aborted:
+                print(f"aborted {num_aborted} unfinished checkpoint upload(s) of a killed run", file=sys.stderr)
 
         self.device = choose_device(cfg.engine, world)
         seam.check_precision(cfg.engine, self.device)
@@ -175,6 +180,11 @@ class Trainer:
         )
         self.samples_per_step = cfg.data.batch_size * cfg.optim.grad_accum_steps
         self.last: dict[str, float] = {}  # the newest logged loss terms and lr of this rank
+        self.uploader = CheckpointUploader(
+            phase_dir_url=plan.phase_dir, keep_last=cfg.run.keep_last, storage=plan.storage, is_main=world.is_main
+        )
+        self.commit_metrics: dict[str, float] = {}  # on_commit's metrics of the checkpoint in flight
+        self.checkpoint_blocked_s: list[float] = []  # training time each checkpoint took (snapshot and waits)
 
     def train_step(self, batches: Iterator[dict[str, torch.Tensor]], epoch: int) -> None:
         """One optimiser step over ``optim.grad_accum_steps`` micro-batches of ``batches``; logs on log steps."""
@@ -254,6 +264,9 @@ class Trainer:
         final_url = checkpoint.checkpoint_url(plan.phase_dir, self.step)
         if self.step != self.saved_step:
             final_url = self.save_checkpoint()
+        # The phase's last checkpoint (also the one a stop commits) is committed before any rank returns.
+        self.finish_upload(final=True)
+        self.uploader.close()
         self.logger.close(self.storage)
         # Sync point: no rank returns (and exits) before rank 0 has written COMMITTED; srun --kill-on-bad-exit
         # would otherwise stop rank 0 mid-commit as soon as another rank exited 75.
@@ -269,10 +282,21 @@ class Trainer:
             initialised_from=plan.init_url,
             losses=self.last,
             samples_per_s=samples / max(elapsed_s, 1e-9),
+            checkpoint_blocked_s=self.checkpoint_blocked_s,
         )
 
     def save_checkpoint(self) -> str:
-        """Commit a checkpoint of this step (a collective), then tell the hooks; returns its URL."""
+        """Snapshot this step (a collective) and publish it in the background; returns its URL.
+
+        Waits first for the checkpoint still in flight, if any (at most one is), and says so. With
+        ``run.async_checkpoints=false`` the checkpoint is committed before this returns.
+        """
+        started = time.perf_counter()
+        if self.uploader.in_flight_step is not None:
+            if self.uploader.busy and self.world.is_main:
+                print(f"checkpoint step {self.step} waits for the upload of step {self.uploader.in_flight_step}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            self.finish_upload(final=False)
         url = checkpoint.checkpoint_url(self.plan.phase_dir, self.step)
         state = checkpoint.TrainerState(
             step=self.step,
@@ -280,22 +304,39 @@ class Trainer:
             loader_state=self.loader.state_dict(),
             rng_state=rng_state(),
         )
-        checkpoint.save(
+        snap = checkpoint.take_snapshot(
             self.engine,
             state,
             ckpt_url=url,
             phase=self.plan.phase,
-            phase_dir_url=self.plan.phase_dir,
-            keep_last=self.cfg.run.keep_last,
-            zero_stage=self.cfg.engine.zero_stage,
             config_yaml=self.config_yaml,
             world=self.world,
             storage=self.storage,
             extra_uploads=self.logger.uploads(),
+            reuse=self.uploader.published,
         )
+        self.uploader.submit(snap)
+        self.commit_metrics = {"step": float(self.step), **self.last}
         self.saved_step = self.step
-        self.hooks.on_commit(url, self.step, {"step": float(self.step), **self.last})
+        if not self.cfg.run.async_checkpoints:
+            self.finish_upload(final=False)
+        self.checkpoint_blocked_s.append(time.perf_counter() - started)
         return url
+
+    def finish_upload(self, *, final: bool) -> None:
+        """Wait for the checkpoint in flight; tell the hooks of its commit (on every rank: ``on_commit`` may be a
+        collective, so it runs here, at the same point on every rank, not in the upload thread). A checkpoint that
+        was not committed is reported by the uploader; when it is the phase's ``final`` one, this raises."""
+        outcome = self.uploader.wait()
+        if outcome is None:
+            return
+        if outcome.committed:
+            self.hooks.on_commit(outcome.url, outcome.step, self.commit_metrics)
+        elif final:
+            raise StorageError(
+                f"the final checkpoint {outcome.url} was not committed ({outcome.error}): fix the storage and "
+                "run again (run.resume=auto continues from the newest committed checkpoint)"
+            )
 
     def evaluate(self) -> None:
         _evaluate(self.engine, self.cfg, self.world, self.device, self.logger, self.step)

@@ -241,7 +241,7 @@ def test_two_phases_as_ray_jobs_with_a_worker_killed(ray_cluster, tmp_path):
     assert newest_step_at_kill <= resumed_step < 6  # nothing commits without rank 1, so nothing newer is lost
     assert ckpt.list_committed(phase1_dir, st)[-1] == (6, p1["checkpoint"])
     names = {p.name for p in Path(p1["checkpoint"]).iterdir()}
-    assert {"loader-rank0.json", "loader-rank1.json", "rng-rank0.json", "rng-rank1.json", "model.pt"} <= names
+    assert {"loader-rank0.json", "loader-rank1.json", "rng-rank0.json", "rng-rank1.json", "trainer.json"} <= names
     for rank in (0, 1):
         assert re.search(rf"rank {rank} of 2, .*phase 1", logs), f"rank {rank} is missing from the job logs"
         lines = Path(run_dir, f"phase1/logs/rank{rank}.jsonl").read_text().splitlines()

@@ -242,7 +242,7 @@ def test_signalled_phase1_commits_requeues_resumes_then_phase2_and_eval_run(slur
     for rank in (0, 1):  # steps after the commit are redone once and logged once
         assert _logged_steps(run_dir, rank) == list(range(1, NUM_STEPS + 1))
     names = {p.name for p in Path(resumed["checkpoint"]).iterdir()}
-    assert {"loader-rank0.json", "loader-rank1.json", "rng-rank0.json", "rng-rank1.json", "model.pt"} <= names
+    assert {"loader-rank0.json", "loader-rank1.json", "rng-rank0.json", "rng-rank1.json", "trainer.json"} <= names
     # the preset's ZeRO stage 1: each rank saved its own optimiser shard
     shards = sorted(p.name for p in Path(resumed["checkpoint"], "engine").glob("zero_pp_rank_*_optim_states.pt"))
     assert shards == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
