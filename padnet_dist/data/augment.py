@@ -69,6 +69,14 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def _window(src: torch.Tensor, size: int) -> tuple[int, int]:
+    """The source index range [lo, hi) that sampling at coordinates ``src`` (clamped into the image, as border
+    padding does) reads, with one pixel of margin either side for rounding."""
+    lo = int(torch.floor(src.min().clamp(0, size - 1))) - 1
+    hi = int(torch.floor(src.max().clamp(0, size - 1))) + 3
+    return max(0, lo), min(size, hi)
+
+
 def _tensor(array: np.ndarray, dtype: Any = None) -> torch.Tensor:
     """A tensor sharing ``array`` when it is writable (decoded PIL images are not: those are copied)."""
     array = np.asarray(array, dtype=dtype)
@@ -112,37 +120,49 @@ def augment_sample(
         cols = crop_width - 1 - cols
     src_x = (cols + params.left + 0.5) / sx - 0.5
     src_y = (torch.arange(crop_height, dtype=torch.float64) + params.top + 0.5) / sy - 0.5
-    grid_x = ((2 * src_x + 1) / width - 1).view(1, -1).expand(crop_height, -1)
-    grid_y = ((2 * src_y + 1) / height - 1).view(-1, 1).expand(-1, crop_width)
+    # Only the source window the crop reads is converted and resampled (a 640 crop of a 1024x2048 image at scale
+    # 1.75 reads 366x366 pixels): bilinear reads floor(x) and floor(x) + 1, nearest their neighbourhood.
+    y0, y1 = _window(src_y, height)
+    x0, x1 = _window(src_x, width)
+    grid_x = ((2 * (src_x - x0) + 1) / (x1 - x0) - 1).view(1, -1).expand(crop_height, -1)
+    grid_y = ((2 * (src_y - y0) + 1) / (y1 - y0) - 1).view(-1, 1).expand(-1, crop_width)
     grid = torch.stack([grid_x, grid_y], dim=-1).unsqueeze(0).float()  # (1, h, w, 2)
     # Inside the scaled image (the crop may hang over its border when padding).
     inside_x = ((cols + params.left) >= 0) & ((cols + params.left) < scaled_w)
     inside_y = ((torch.arange(crop_height) + params.top) >= 0) & ((torch.arange(crop_height) + params.top) < scaled_h)
     inside = inside_y.view(-1, 1) & inside_x.view(1, -1)
 
+    def window(array: np.ndarray) -> np.ndarray:
+        return np.asarray(array)[y0:y1, x0:x1]
+
     def resample(image: torch.Tensor, mode: str) -> torch.Tensor:
         # border padding: every output pixel inside the scaled image samples real source pixels; outside is masked.
+        # One call per mode with the maps stacked as channels (a separable gather-and-lerp in torch measured
+        # slower: gathers along a non-leading axis cost more than grid_sample's whole pass).
         return F.grid_sample(image.unsqueeze(0), grid, mode=mode, padding_mode="border", align_corners=False)[0]
 
-    rgb = _tensor(sample["rgb"], np.float32).permute(2, 0, 1)
-    rgb = normalise_rgb(resample(rgb, "bilinear")) * inside
+    rgb = _tensor(window(sample["rgb"]), np.float32).permute(2, 0, 1)
+    depth = _tensor(window(sample["depth"]), np.float32)[None]
+    valid = (depth > 0).float()
+    bilinear = resample(torch.cat([rgb, depth, valid]), "bilinear")
+    depth_bilinear, all_valid = bilinear[3:4], bilinear[4:5] >= 1.0 - 1e-6
+    rgb = normalise_rgb(bilinear[:3]) * inside
 
-    semantic = resample(_tensor(sample["semantic"], np.float32)[None], "nearest")[0].round().long()
+    labels = [_tensor(window(sample["semantic"]), np.float32)[None], depth]
+    if sample.get("instances") is not None:
+        labels.append(_tensor(window(sample["instances"]), np.float32)[None])  # ids < 2**24: exact in float32
+    nearest = resample(torch.cat(labels), "nearest")
+    semantic = nearest[0].round().long()
     semantic[~inside] = ignore_index
 
-    depth = _tensor(sample["depth"], np.float32)[None]
-    valid = (depth > 0).float()
-    depth_bilinear = resample(depth, "bilinear")
-    all_valid = resample(valid, "bilinear") >= 1.0 - 1e-6
-    depth_out = torch.where(all_valid, depth_bilinear, resample(depth, "nearest"))
+    depth_out = torch.where(all_valid, depth_bilinear, nearest[1:2])
     if divide_depth_by_scale:
         depth_out = depth_out / params.scale
     depth_out = depth_out * inside
 
     instances = None
-    if sample.get("instances") is not None:
-        inst = _tensor(sample["instances"], np.float32)[None]
-        instances = resample(inst, "nearest")[0].round().long()
+    if len(labels) == 3:
+        instances = nearest[2].round().long()
         instances[~inside] = -1
 
     camera = sample["camera"]

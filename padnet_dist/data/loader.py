@@ -35,12 +35,19 @@ from padnet_dist.config.run import StorageConfig
 from padnet_dist.data.assignment import EpochPlan, ResumePoint, WorkerPlan, plan_epoch
 from padnet_dist.data.augment import augment_sample, draw_params, prepare_eval_sample, sample_rng
 from padnet_dist.data.cache import ShardRead, read_shard_samples
-from padnet_dist.data.format import decode_sample
+from padnet_dist.data.format import MEMBER_ORDER, TRAINING_KINDS, decode_sample
 from padnet_dist.data.manifest import read_manifest
 from padnet_dist.data.workers import stop_signals_held, worker_init
 from padnet_dist.errors import UserError
 from padnet_dist.storage import storage_for
-from padnet_dist.data.targets import contours_from_labels, depth_to_target, normals_from_depth
+from padnet_dist.data.targets import (
+    contours_at_size,
+    contours_from_labels,
+    depth_to_target,
+    intermediate_size,
+    normals_at_size,
+    normals_from_depth,
+)
 from padnet_dist.world import World
 
 log = logging.getLogger(__name__)
@@ -152,7 +159,7 @@ class _WorkerRun:
         if read.members is None:
             return None, read.error
         try:
-            sample = decode_sample(read.members, read.key)
+            sample = decode_sample(read.members, read.key, MEMBER_ORDER if not self.spec.train else TRAINING_KINDS)
             sample["depth"] = _mask_depth_range(sample["depth"], self.spec.min_depth_m, self.spec.max_depth_m)
             if not self.spec.train:
                 return prepare_eval_sample(sample), ""
@@ -232,14 +239,24 @@ class _WorkerRun:
             )
         depth_m = torch.stack([it["depth"] for it in items])
         semantic = torch.stack([it["semantic"] for it in items])
+        intrinsics = (camera["fx"], camera["fy"], camera["cx"], camera["cy"])
+        if self.spec.train:
+            # Normals and contours feed only the 1/4-resolution intermediate heads: made on that grid, equal bitwise
+            # to the objective's resize of the full-resolution maps, for a quarter of the normals' cost.
+            size = intermediate_size(*semantic.shape[-2:])
+            normals = normals_at_size(depth_m, *intrinsics, size)
+            contour = contours_at_size(semantic, size, self.spec.ignore_index, self.spec.contour_width)
+        else:  # evaluation scores full-resolution predictions
+            normals = normals_from_depth(depth_m, *intrinsics)
+            contour = contours_from_labels(semantic, self.spec.ignore_index, self.spec.contour_width)
         batch = {
             "rgb": torch.stack([it["rgb"] for it in items]),
             "semantic": semantic,
             "depth": depth_to_target(
                 depth_m, self.spec.depth_target, baseline_m=camera.get("baseline"), fx=camera["fx"]
             ),
-            "normals": normals_from_depth(depth_m, camera["fx"], camera["fy"], camera["cx"], camera["cy"]),
-            "contour": contours_from_labels(semantic, self.spec.ignore_index, self.spec.contour_width),
+            "normals": normals,
+            "contour": contour,
             "valid": torch.tensor(valid, dtype=torch.bool),
             "keys": keys,
         }
