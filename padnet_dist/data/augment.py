@@ -77,6 +77,11 @@ def _window(src: torch.Tensor, size: int) -> tuple[int, int]:
     return max(0, lo), min(size, hi)
 
 
+def _nearest(src: torch.Tensor, size: int) -> np.ndarray:
+    """Source indices nearest to coordinates ``src`` (float64), clamped into the image as border padding does."""
+    return torch.round(src.clamp(0, size - 1)).long().numpy()
+
+
 def _tensor(array: np.ndarray, dtype: Any = None) -> torch.Tensor:
     """A tensor sharing ``array`` when it is writable (decoded PIL images are not: those are copied)."""
     array = np.asarray(array, dtype=dtype)
@@ -137,32 +142,32 @@ def augment_sample(
 
     def resample(image: torch.Tensor, mode: str) -> torch.Tensor:
         # border padding: every output pixel inside the scaled image samples real source pixels; outside is masked.
-        # One call per mode with the maps stacked as channels (a separable gather-and-lerp in torch measured
-        # slower: gathers along a non-leading axis cost more than grid_sample's whole pass).
+        # (A separable gather-and-lerp in torch measured slower: gathers along a non-leading axis cost more
+        # than grid_sample's whole pass.)
         return F.grid_sample(image.unsqueeze(0), grid, mode=mode, padding_mode="border", align_corners=False)[0]
 
-    rgb = _tensor(window(sample["rgb"]), np.float32).permute(2, 0, 1)
-    depth = _tensor(window(sample["depth"]), np.float32)[None]
-    valid = (depth > 0).float()
-    bilinear = resample(torch.cat([rgb, depth, valid]), "bilinear")
-    depth_bilinear, all_valid = bilinear[3:4], bilinear[4:5] >= 1.0 - 1e-6
-    rgb = normalise_rgb(bilinear[:3]) * inside
+    # uint8 (h, w, 3) -> float (3, h, w) contiguous in one pass: grid_sample reads channel planes fastest.
+    rgb = torch.from_numpy(np.ascontiguousarray(window(sample["rgb"]))).permute(2, 0, 1)
+    rgb = normalise_rgb(resample(rgb.to(torch.float32, memory_format=torch.contiguous_format), "bilinear")) * inside
+    depth = _tensor(window(sample["depth"]), np.float32)
+    depth_and_valid = resample(torch.stack([depth, (depth > 0).float()]), "bilinear")
+    depth_bilinear, all_valid = depth_and_valid[:1], depth_and_valid[1:] >= 1.0 - 1e-6
 
-    labels = [_tensor(window(sample["semantic"]), np.float32)[None], depth]
-    if sample.get("instances") is not None:
-        labels.append(_tensor(window(sample["instances"]), np.float32)[None])  # ids < 2**24: exact in float32
-    nearest = resample(torch.cat(labels), "nearest")
-    semantic = nearest[0].round().long()
+    # Nearest neighbour (labels, and depth where a bilinear weight falls on a hole) is an index gather, on the
+    # stored dtype: the pixel grid_sample's nearest mode would pick (the clamped coordinate rounded half to even).
+    nearest = np.ix_(_nearest(src_y, height), _nearest(src_x, width))
+    semantic = torch.from_numpy(np.asarray(sample["semantic"])[nearest].astype(np.int64))
     semantic[~inside] = ignore_index
 
-    depth_out = torch.where(all_valid, depth_bilinear, nearest[1:2])
+    depth_nearest = torch.from_numpy(np.asarray(sample["depth"], dtype=np.float32)[nearest])[None]
+    depth_out = torch.where(all_valid, depth_bilinear, depth_nearest)
     if divide_depth_by_scale:
         depth_out = depth_out / params.scale
     depth_out = depth_out * inside
 
     instances = None
-    if len(labels) == 3:
-        instances = nearest[2].round().long()
+    if sample.get("instances") is not None:
+        instances = torch.from_numpy(np.asarray(sample["instances"])[nearest].astype(np.int64))
         instances[~inside] = -1
 
     camera = sample["camera"]
