@@ -129,9 +129,10 @@ def augment_sample(
     # 1.75 reads 366x366 pixels): bilinear reads floor(x) and floor(x) + 1, nearest their neighbourhood.
     y0, y1 = _window(src_y, height)
     x0, x1 = _window(src_x, width)
-    grid_x = ((2 * (src_x - x0) + 1) / (x1 - x0) - 1).view(1, -1).expand(crop_height, -1)
-    grid_y = ((2 * (src_y - y0) + 1) / (y1 - y0) - 1).view(-1, 1).expand(-1, crop_width)
-    grid = torch.stack([grid_x, grid_y], dim=-1).unsqueeze(0).float()  # (1, h, w, 2)
+    # per-axis coordinates in float64, the (h, w, 2) grid built in float32 (grid_sample's precision anyway)
+    grid_x = ((2 * (src_x - x0) + 1) / (x1 - x0) - 1).float().view(1, -1).expand(crop_height, -1)
+    grid_y = ((2 * (src_y - y0) + 1) / (y1 - y0) - 1).float().view(-1, 1).expand(-1, crop_width)
+    grid = torch.stack([grid_x, grid_y], dim=-1).unsqueeze(0)  # (1, h, w, 2)
     # Inside the scaled image (the crop may hang over its border when padding).
     inside_x = ((cols + params.left) >= 0) & ((cols + params.left) < scaled_w)
     inside_y = ((torch.arange(crop_height) + params.top) >= 0) & ((torch.arange(crop_height) + params.top) < scaled_h)

@@ -18,6 +18,7 @@ disparity in pixels from each sample's baseline and fx, or inverse depth), 0 = i
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -88,6 +89,7 @@ class LoaderSpec:
     dataset_name: str = ""  # from the manifest: "cityscapes", "nyud", "synthetic", ...
     class_names: tuple[str, ...] = ()
     read_ahead: bool = True  # stream remote shards through a prefetching thread (see data.cache)
+    pin_memory: bool = False  # page-locked batches (training on cuda): non-blocking host-to-device copies
 
     def plan(self, epoch: int) -> EpochPlan:
         return plan_epoch(
@@ -351,6 +353,7 @@ class ShardLoader:
             batch_size=None,
             num_workers=self.spec.num_workers,
             in_order=True,
+            pin_memory=self.spec.pin_memory,
             worker_init_fn=functools.partial(worker_init, os.getpid()) if self.spec.num_workers else None,
         )
         with stop_signals_held():
@@ -448,8 +451,15 @@ def _spec(
     )
 
 
-def _build(data_cfg: DataConfig, world: World, url: str, storage_cfg: StorageConfig | None, train: bool) -> ShardLoader:
-    spec = _spec(data_cfg, world, url, storage_cfg, train)
+def _build(
+    data_cfg: DataConfig,
+    world: World,
+    url: str,
+    storage_cfg: StorageConfig | None,
+    train: bool,
+    pin_memory: bool = False,
+) -> ShardLoader:
+    spec = dataclasses.replace(_spec(data_cfg, world, url, storage_cfg, train), pin_memory=pin_memory)
     try:
         return ShardLoader(spec)
     except ValueError as e:
@@ -457,15 +467,21 @@ def _build(data_cfg: DataConfig, world: World, url: str, storage_cfg: StorageCon
 
 
 def build_train_loader(
-    data_cfg: DataConfig, world: World, *, storage_cfg: StorageConfig | None = None, manifest_url: str | None = None
+    data_cfg: DataConfig,
+    world: World,
+    *,
+    storage_cfg: StorageConfig | None = None,
+    manifest_url: str | None = None,
+    pin_memory: bool = False,
 ) -> ShardLoader:
-    """This rank's training loader: shuffled, augmented crops of ``data.batch_size`` samples."""
+    """This rank's training loader: shuffled, augmented crops of ``data.batch_size`` samples; ``pin_memory``:
+    batches in page-locked memory (only when training on a GPU)."""
     url = manifest_url or data_cfg.train_manifest
     if not url:
         raise UserError(
             "data.train_manifest is not set: point it at a train.manifest.json written by `padnet-dist shard`"
         )
-    return _build(data_cfg, world, url, storage_cfg, train=True)
+    return _build(data_cfg, world, url, storage_cfg, train=True, pin_memory=pin_memory)
 
 
 def build_eval_loader(

@@ -19,6 +19,8 @@ the centre of its 4x4 cell (4i + 1.5), not its top-left pixel 4i (a 1.5-pixel sh
     interpolated, so half a pixel remains), no label is invented;
   contours: a cell is 1 if any full-resolution pixel inside it is 1 (adaptive max-pool over the cell, which is
     centred on the output pixel; thin boundaries survive), else 0 if any pixel in it is valid, else 255.
+The resizes live in ``data.targets``; the training loader makes normals and contours directly on the 1/4 grid
+(``normals_at_size``, ``contours_at_size``, bitwise equal to these resizes), so here they pass through unchanged.
 """
 
 from __future__ import annotations
