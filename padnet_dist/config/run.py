@@ -19,7 +19,8 @@ class EngineConfig:
     Gradient communication is DeepSpeed's (README "Performance"): ``reduce_bucket_size`` and
     ``allgather_bucket_size`` (elements) size the ZeRO 1-3 buckets, ``overlap_comm`` reduces buckets during backward
     (ZeRO 1-2; on CPU gloo is synchronous, so there is nothing to overlap with). ZeRO 0 all-reduces after backward.
-    ``comm_timing`` adds the per-step all-reduce seconds (DeepSpeed's timers) to the step log records.
+    ``comm_timing`` adds the per-step all-reduce seconds (DeepSpeed's timers) to the step log records; a diagnostic
+    mode: DeepSpeed then also prints its timer breakdown on rank 0 every step (and syncs the GPU to time it).
 
     GPU path (each ignored with a one-time warning on CPU, where it cannot run or does not pay): ``channels_last``
     (NHWC model and input: cuDNN's fastest convolutions), ``compile`` (``torch.compile`` of the model in place,

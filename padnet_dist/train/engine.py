@@ -157,7 +157,14 @@ def comm_seconds(engine) -> float | None:
         return None
     from deepspeed.utils.timer import BACKWARD_REDUCE_MICRO_TIMER
 
-    return engine.timers(BACKWARD_REDUCE_MICRO_TIMER).elapsed(reset=True) / 1000.0
+    timers = engine.timers
+    seconds = timers(BACKWARD_REDUCE_MICRO_TIMER).elapsed(reset=True) / 1000.0
+    # DeepSpeed empties its timers only when it prints them (steps_per_print, never here): without this each
+    # timer would keep one record (a CUDA event on GPUs) per micro-step for the whole run.
+    for timer in timers.get_timers().values():
+        if not timer.started_:
+            timer.reset()
+    return seconds
 
 
 def make_optimizer(params: Iterable[nn.Parameter], lr: float, momentum: float, weight_decay: float):
