@@ -151,20 +151,14 @@ def compile_model(model: nn.Module, *, mode: str = "default", backend: Any = "in
 
 
 def comm_seconds(engine) -> float | None:
-    """Seconds this rank spent in the gradient all-reduce after backward since the last call (DeepSpeed's
-    ``bwd_allreduce`` micro-step timer; ``engine.comm_timing``), or None when timing is off."""
+    """Seconds this rank spent in the gradient all-reduce after the last backward (DeepSpeed's ``bwd_allreduce``
+    micro-step timer; ``engine.comm_timing``), or None when timing is off. Call it between backward and step."""
     if not engine.wall_clock_breakdown():
         return None
     from deepspeed.utils.timer import BACKWARD_REDUCE_MICRO_TIMER
 
-    timers = engine.timers
-    seconds = timers(BACKWARD_REDUCE_MICRO_TIMER).elapsed(reset=True) / 1000.0
-    # DeepSpeed empties its timers only when it prints them (steps_per_print, never here): without this each
-    # timer would keep one record (a CUDA event on GPUs) per micro-step for the whole run.
-    for timer in timers.get_timers().values():
-        if not timer.started_:
-            timer.reset()
-    return seconds
+    # Read before engine.step(): with its timers on, DeepSpeed prints and resets them there, every step.
+    return engine.timers(BACKWARD_REDUCE_MICRO_TIMER).elapsed(reset=True) / 1000.0
 
 
 def make_optimizer(params: Iterable[nn.Parameter], lr: float, momentum: float, weight_decay: float):
