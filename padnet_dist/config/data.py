@@ -45,6 +45,7 @@ class DataConfig:
     ignore_index: int = 255
     strict: bool = False  # True: fail on the first corrupt sample instead of skipping it
     cache_dir: str = ""  # per-node local cache of remote shards ("" = stream only)
+    pin_memory: bool = True  # page-locked batches for non-blocking host-to-GPU copies (used on cuda only)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_batch_size", "crop_height", "crop_width", "shuffle_block_batches"):

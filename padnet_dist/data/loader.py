@@ -18,6 +18,7 @@ disparity in pixels from each sample's baseline and fx, or inverse depth), 0 = i
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -35,12 +36,19 @@ from padnet_dist.config.run import StorageConfig
 from padnet_dist.data.assignment import EpochPlan, ResumePoint, WorkerPlan, plan_epoch
 from padnet_dist.data.augment import augment_sample, draw_params, prepare_eval_sample, sample_rng
 from padnet_dist.data.cache import ShardRead, read_shard_samples
-from padnet_dist.data.format import decode_sample
+from padnet_dist.data.format import MEMBER_ORDER, TRAINING_KINDS, decode_sample
 from padnet_dist.data.manifest import read_manifest
 from padnet_dist.data.workers import stop_signals_held, worker_init
 from padnet_dist.errors import UserError
 from padnet_dist.storage import storage_for
-from padnet_dist.data.targets import contours_from_labels, depth_to_target, normals_from_depth
+from padnet_dist.data.targets import (
+    contours_at_size,
+    contours_from_labels,
+    depth_to_target,
+    intermediate_size,
+    normals_at_size,
+    normals_from_depth,
+)
 from padnet_dist.world import World
 
 log = logging.getLogger(__name__)
@@ -81,6 +89,7 @@ class LoaderSpec:
     dataset_name: str = ""  # from the manifest: "cityscapes", "nyud", "synthetic", ...
     class_names: tuple[str, ...] = ()
     read_ahead: bool = True  # stream remote shards through a prefetching thread (see data.cache)
+    pin_memory: bool = False  # page-locked batches (training on cuda): non-blocking host-to-device copies
 
     def plan(self, epoch: int) -> EpochPlan:
         return plan_epoch(
@@ -152,7 +161,7 @@ class _WorkerRun:
         if read.members is None:
             return None, read.error
         try:
-            sample = decode_sample(read.members, read.key)
+            sample = decode_sample(read.members, read.key, MEMBER_ORDER if not self.spec.train else TRAINING_KINDS)
             sample["depth"] = _mask_depth_range(sample["depth"], self.spec.min_depth_m, self.spec.max_depth_m)
             if not self.spec.train:
                 return prepare_eval_sample(sample), ""
@@ -232,14 +241,24 @@ class _WorkerRun:
             )
         depth_m = torch.stack([it["depth"] for it in items])
         semantic = torch.stack([it["semantic"] for it in items])
+        intrinsics = (camera["fx"], camera["fy"], camera["cx"], camera["cy"])
+        if self.spec.train:
+            # Normals and contours feed only the 1/4-resolution intermediate heads: made on that grid, equal bitwise
+            # to the objective's resize of the full-resolution maps, for a quarter of the normals' cost.
+            size = intermediate_size(*semantic.shape[-2:])
+            normals = normals_at_size(depth_m, *intrinsics, size)
+            contour = contours_at_size(semantic, size, self.spec.ignore_index, self.spec.contour_width)
+        else:  # evaluation scores full-resolution predictions
+            normals = normals_from_depth(depth_m, *intrinsics)
+            contour = contours_from_labels(semantic, self.spec.ignore_index, self.spec.contour_width)
         batch = {
             "rgb": torch.stack([it["rgb"] for it in items]),
             "semantic": semantic,
             "depth": depth_to_target(
                 depth_m, self.spec.depth_target, baseline_m=camera.get("baseline"), fx=camera["fx"]
             ),
-            "normals": normals_from_depth(depth_m, camera["fx"], camera["fy"], camera["cx"], camera["cy"]),
-            "contour": contours_from_labels(semantic, self.spec.ignore_index, self.spec.contour_width),
+            "normals": normals,
+            "contour": contour,
             "valid": torch.tensor(valid, dtype=torch.bool),
             "keys": keys,
         }
@@ -334,6 +353,7 @@ class ShardLoader:
             batch_size=None,
             num_workers=self.spec.num_workers,
             in_order=True,
+            pin_memory=self.spec.pin_memory,
             worker_init_fn=functools.partial(worker_init, os.getpid()) if self.spec.num_workers else None,
         )
         with stop_signals_held():
@@ -431,8 +451,15 @@ def _spec(
     )
 
 
-def _build(data_cfg: DataConfig, world: World, url: str, storage_cfg: StorageConfig | None, train: bool) -> ShardLoader:
-    spec = _spec(data_cfg, world, url, storage_cfg, train)
+def _build(
+    data_cfg: DataConfig,
+    world: World,
+    url: str,
+    storage_cfg: StorageConfig | None,
+    train: bool,
+    pin_memory: bool = False,
+) -> ShardLoader:
+    spec = dataclasses.replace(_spec(data_cfg, world, url, storage_cfg, train), pin_memory=pin_memory)
     try:
         return ShardLoader(spec)
     except ValueError as e:
@@ -440,15 +467,21 @@ def _build(data_cfg: DataConfig, world: World, url: str, storage_cfg: StorageCon
 
 
 def build_train_loader(
-    data_cfg: DataConfig, world: World, *, storage_cfg: StorageConfig | None = None, manifest_url: str | None = None
+    data_cfg: DataConfig,
+    world: World,
+    *,
+    storage_cfg: StorageConfig | None = None,
+    manifest_url: str | None = None,
+    pin_memory: bool = False,
 ) -> ShardLoader:
-    """This rank's training loader: shuffled, augmented crops of ``data.batch_size`` samples."""
+    """This rank's training loader: shuffled, augmented crops of ``data.batch_size`` samples; ``pin_memory``:
+    batches in page-locked memory (only when training on a GPU)."""
     url = manifest_url or data_cfg.train_manifest
     if not url:
         raise UserError(
             "data.train_manifest is not set: point it at a train.manifest.json written by `padnet-dist shard`"
         )
-    return _build(data_cfg, world, url, storage_cfg, train=True)
+    return _build(data_cfg, world, url, storage_cfg, train=True, pin_memory=pin_memory)
 
 
 def build_eval_loader(

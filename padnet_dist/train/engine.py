@@ -35,8 +35,9 @@ def init_distributed(world: World, backend: str, timeout_s: float = 1800.0) -> N
     deepspeed.init_distributed(dist_backend=backend, dist_init_required=False)
 
 
-def set_determinism(deterministic: bool, device: torch.device) -> None:
-    """Bitwise-reproducible kernels when asked (slower), else the fastest ones."""
+def set_determinism(deterministic: bool, device: torch.device, cudnn_benchmark: bool = True) -> None:
+    """Bitwise-reproducible kernels when asked (slower), else the fastest ones (cuDNN autotuning on GPUs when
+    ``cudnn_benchmark``)."""
     if deterministic:
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -44,7 +45,42 @@ def set_determinism(deterministic: bool, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
     else:
         torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.benchmark = device.type == "cuda"
+        torch.backends.cudnn.benchmark = cudnn_benchmark and device.type == "cuda"
+
+
+def gpu_path(engine_cfg: EngineConfig, device: torch.device, pin_memory: bool) -> dict[str, Any]:
+    """The GPU-path settings a run on ``device`` uses (all off on CPU, where they cannot run or do not pay).
+
+    Keys: channels_last, compile, compile_mode, cudnn_benchmark, pin_memory, autocast (dtype name or None: bf16
+    autocast over fp32 weights), nccl_env (the NCCL_* variables passed to the ranks). Logged at start-up and
+    checked by the CPU tests for a GPU preset.
+    """
+    cuda = device.type == "cuda"
+    return {
+        "channels_last": engine_cfg.channels_last and cuda,
+        "compile": engine_cfg.compile and cuda,
+        "compile_mode": engine_cfg.compile_mode,
+        "cudnn_benchmark": engine_cfg.cudnn_benchmark and cuda and not engine_cfg.deterministic,
+        "pin_memory": pin_memory and cuda,
+        "autocast": "bfloat16" if engine_cfg.precision == "bf16" else None,
+        "nccl_env": dict(engine_cfg.nccl_env) if cuda else {},
+    }
+
+
+def warn_cpu_only_settings(engine_cfg: EngineConfig, device: torch.device) -> None:
+    """One warning naming the GPU-path settings a CPU run ignores."""
+    if device.type == "cuda":
+        return
+    ignored = [name for name in ("channels_last", "compile") if getattr(engine_cfg, name)]
+    ignored += ["nccl_env"] if engine_cfg.nccl_env else []
+    if ignored:
+        warnings.warn(f"engine.{', engine.'.join(ignored)} ignored on CPU (GPU path only)", stacklevel=2)
+
+
+def apply_nccl_env(nccl_env: dict[str, str]) -> None:
+    """Set ``NCCL_*`` variables for this rank's process group (before it is created); the job's own win."""
+    for name, value in nccl_env.items():
+        os.environ.setdefault(str(name), str(value))
 
 
 def check_precision(engine_cfg: EngineConfig, device: torch.device) -> None:
@@ -56,7 +92,8 @@ def check_precision(engine_cfg: EngineConfig, device: torch.device) -> None:
 
 
 def deepspeed_config(cfg: Config, world: World, device: torch.device) -> dict[str, Any]:
-    """The DeepSpeed config dict for ``cfg`` (batch sizes per rank, accumulation, clipping, ZeRO, fp16).
+    """The DeepSpeed config dict for ``cfg`` (batch sizes per rank, accumulation, clipping, ZeRO and its
+    communication buckets, fp16, the timers ``engine.comm_timing`` reads).
 
     bf16 is not DeepSpeed's: it runs under torch autocast with fp32 weights (see ``autocast``), because
     DeepSpeed's bf16 casts BatchNorm parameters but not its buffers.
@@ -69,21 +106,61 @@ def deepspeed_config(cfg: Config, world: World, device: torch.device) -> dict[st
         "gradient_accumulation_steps": accum,
         "train_batch_size": micro * accum * world.world_size,
         "gradient_clipping": cfg.optim.grad_clip,
-        "zero_optimization": {"stage": zero},
+        "zero_optimization": {
+            "stage": zero,
+            "reduce_bucket_size": cfg.engine.reduce_bucket_size,
+            "allgather_bucket_size": cfg.engine.allgather_bucket_size,
+            "overlap_comm": cfg.engine.overlap_comm,
+        },
         "zero_allow_untested_optimizer": zero > 0,
         "fp16": {"enabled": cfg.engine.precision == "fp16" and device.type == "cuda"},
+        "bf16": {"enabled": False},  # bf16 is autocast over fp32 weights (see above), never DeepSpeed's casting
         "steps_per_print": 2**31 - 1,
-        "wall_clock_breakdown": False,
+        "wall_clock_breakdown": cfg.engine.comm_timing,
     }
 
 
 def prepare_model(model: nn.Module, engine_cfg: EngineConfig, device: torch.device) -> nn.Module:
-    """Move to ``device``; SyncBatchNorm across ranks on GPUs only (it raises on CPU tensors)."""
+    """Move to ``device``; SyncBatchNorm across ranks, channels-last memory and ``torch.compile`` on GPUs only
+    (SyncBatchNorm raises on CPU tensors)."""
     if engine_cfg.sync_batchnorm and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     elif engine_cfg.sync_batchnorm:
         warnings.warn("engine.sync_batchnorm is ignored on CPU: plain BatchNorm is used", stacklevel=2)
-    return model.to(device)
+    settings = gpu_path(engine_cfg, device, pin_memory=False)
+    model = model.to(device, memory_format=torch.channels_last) if settings["channels_last"] else model.to(device)
+    if settings["compile"]:
+        compile_model(model, mode=engine_cfg.compile_mode)
+    return model
+
+
+def compile_model(model: nn.Module, *, mode: str = "default", backend: Any = "inductor") -> bool:
+    """``torch.compile`` ``model`` in place (its state dict keeps its names, so checkpoints do not change).
+
+    The fallback: where dynamo is not supported (this Python, platform) the model stays eager and this returns
+    False with a warning; a graph that fails to compile later (a backend error, an unsupported operator) runs
+    eagerly instead of failing the run (dynamo's ``suppress_errors``), with torch's own warning.
+    """
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        warnings.warn("engine.compile: torch.compile is not supported here; the model runs eagerly", stacklevel=2)
+        return False
+    torch._dynamo.config.suppress_errors = True
+    kwargs = {"backend": backend} if backend != "inductor" else {"mode": mode}
+    model.compile(**kwargs)
+    return True
+
+
+def comm_seconds(engine) -> float | None:
+    """Seconds this rank spent in the gradient all-reduce after the last backward (DeepSpeed's ``bwd_allreduce``
+    micro-step timer; ``engine.comm_timing``), or None when timing is off. Call it between backward and step."""
+    if not engine.wall_clock_breakdown():
+        return None
+    from deepspeed.utils.timer import BACKWARD_REDUCE_MICRO_TIMER
+
+    # Read before engine.step(): with its timers on, DeepSpeed prints and resets them there, every step.
+    return engine.timers(BACKWARD_REDUCE_MICRO_TIMER).elapsed(reset=True) / 1000.0
 
 
 def make_optimizer(params: Iterable[nn.Parameter], lr: float, momentum: float, weight_decay: float):

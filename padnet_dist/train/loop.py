@@ -96,7 +96,8 @@ def plan_phase(cfg: Config, world: World) -> PhasePlan:
 
     from padnet_dist.data.loader import build_train_loader
 
-    loader = build_train_loader(cfg.data, world, storage_cfg=cfg.storage)
+    pin_memory = cfg.data.pin_memory and choose_device(cfg.engine, world).type == "cuda"
+    loader = build_train_loader(cfg.data, world, storage_cfg=cfg.storage, pin_memory=pin_memory)
     accum = cfg.optim.grad_accum_steps
     steps_per_epoch = len(loader) // accum
     if steps_per_epoch < 1:
@@ -137,7 +138,10 @@ class Trainer:
 
         self.device = choose_device(cfg.engine, world)
         seam.check_precision(cfg.engine, self.device)
-        seam.set_determinism(cfg.engine.deterministic, self.device)
+        seam.set_determinism(cfg.engine.deterministic, self.device, cfg.engine.cudnn_benchmark)
+        seam.warn_cpu_only_settings(cfg.engine, self.device)
+        self.gpu = seam.gpu_path(cfg.engine, self.device, pin_memory=cfg.data.pin_memory)
+        seam.apply_nccl_env(self.gpu["nccl_env"])
         seam.init_distributed(world, choose_backend(cfg.engine, self.device))
         seed_everything(cfg.data.seed)
 
@@ -185,6 +189,12 @@ class Trainer:
         )
         self.commit_metrics: dict[str, float] = {}  # on_commit's metrics of the checkpoint in flight
         self.checkpoint_blocked_s: list[float] = []  # training time each checkpoint took (snapshot and waits)
+        self.train_gflops_per_sample = 0.0
+        if self.device.type == "cuda":  # for the logged TFLOP/s and MFU: ~3x the forward pass (forward + backward)
+            from padnet_dist.model.cost import measure_model
+
+            gflops = measure_model(cfg.model, cfg.data.crop_height, cfg.data.crop_width).gflops
+            self.train_gflops_per_sample = 3 * gflops
 
     def train_step(self, batches: Iterator[dict[str, torch.Tensor]], epoch: int) -> None:
         """One optimiser step over ``optim.grad_accum_steps`` micro-batches of ``batches``; logs on log steps."""
@@ -194,7 +204,7 @@ class Trainer:
                    poly_power=cfg.optim.poly_power)  # fmt: skip
         seam.set_lr(self.optimizer, lr)
         logging_step = (self.step + 1) % cfg.run.log_every_steps == 0 or self.step + 1 == self.plan.stop_step
-        data_wait_s = compute_s = 0.0
+        data_wait_s = compute_s = comm_s = 0.0
         terms: dict[str, torch.Tensor] = {}
         for _ in range(accum):
             t0 = time.perf_counter()
@@ -202,7 +212,9 @@ class Trainer:
             if batch is None:
                 raise UserError(f"the loader ended epoch {epoch} early: its len() ({len(self.loader)}) is wrong")
             t1 = time.perf_counter()
-            rgb = batch["rgb"].to(self.device, non_blocking=True)
+            rgb = batch["rgb"].to(self.device, non_blocking=True)  # non-blocking from pinned memory (cuda)
+            if self.gpu["channels_last"]:
+                rgb = rgb.contiguous(memory_format=torch.channels_last)
             targets = {k: batch[k].to(self.device, non_blocking=True) for k in TARGETS if k in batch}
             with seam.autocast(cfg.engine, self.device):
                 predictions = self.engine(rgb, outputs=self.outputs)
@@ -211,6 +223,7 @@ class Trainer:
             # backward() all-reduces gradients across ranks (a sync point) on the last micro-batch of a step;
             # step() updates only then.
             self.engine.backward(losses["total"])
+            comm_s += seam.comm_seconds(self.engine) or 0.0
             self.engine.step()
             terms = {k: terms.get(k, 0.0) + v.detach() / accum for k, v in losses.items()}
             if logging_step and self.device.type == "cuda":
@@ -230,11 +243,26 @@ class Trainer:
                     "samples_per_s": self.samples_per_step / max(data_wait_s + compute_s, 1e-9),
                     "data_wait_s": data_wait_s,
                     "compute_s": compute_s,
+                    "data_wait_share": data_wait_s / max(data_wait_s + compute_s, 1e-9),
                     "num_corrupt_skipped": self.loader.stats.num_corrupt_skipped,
                     "time": time.time(),
+                    **({"comm_s": comm_s} if cfg.engine.comm_timing else {}),
+                    **self._device_figures(data_wait_s + compute_s),
                 }
             )
         self.logger.advance()
+
+    def _device_figures(self, step_s: float) -> dict[str, float]:
+        """GPU only: peak memory since the last log step, the model's TFLOP/s and, given the device's peak, MFU."""
+        if self.device.type != "cuda":
+            return {}
+        out = {"max_memory_gb": torch.cuda.max_memory_allocated(self.device) / 1e9}
+        torch.cuda.reset_peak_memory_stats(self.device)
+        tflops = self.train_gflops_per_sample * self.samples_per_step / max(step_s, 1e-9) / 1e3
+        out["model_tflops_per_s"] = tflops
+        if self.cfg.engine.peak_tflops > 0:
+            out["mfu"] = tflops / self.cfg.engine.peak_tflops
+        return out
 
     def fit(self) -> dict[str, Any]:
         """Train until the phase's stop step or an agreed stop; commit the final checkpoint; return the summary."""
