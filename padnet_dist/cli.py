@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run both phases, their evaluations and the report as jobs on a backend (local, slurm, ray)",
     ),
     "status": ("padnet_dist.commands.status", "show the jobs of a pipeline run: state, ids, durations, metrics"),
+    "report": ("padnet_dist.commands.report", "write a run's report.html and report.json (metrics, curves, panels)"),
 }
 
 
