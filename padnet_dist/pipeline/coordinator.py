@@ -160,7 +160,12 @@ class Coordinator:
         rec = dict(self.jobs[name], recorded=True)
         if rec["kind"] == "train":
             url = newest_committed(rec["phase_dir"], self.storage)
-            rec.update(checkpoint=url, step=int(url.rsplit("step-", 1)[1]) if url else None)
+            if url is None:  # nothing to evaluate or start phase 2 from: stop rather than wait for ever
+                log(f"{name} ended with exit code 0 but {rec['phase_dir']} holds no committed checkpoint")
+                self.jobs[name] = dict(rec, state=JobState.FAILED.value, failures=self.max_retries + 1)
+                self.save()
+                return
+            rec.update(checkpoint=url, step=int(url.rsplit("step-", 1)[1]))
         elif rec["kind"] == "eval":
             try:
                 rec["metrics"] = json.loads(self.storage.read_bytes(join_url(rec["checkpoint"], "metrics.json")))

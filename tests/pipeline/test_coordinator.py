@@ -163,3 +163,48 @@ def test_a_job_lost_with_its_coordinator_is_resubmitted(tmp_path):
     backend.states["phase1#1"] = JobState.UNKNOWN  # e.g. the local runner was SIGKILLed with the coordinator
     assert coordinator.run() == 0
     assert coordinator.jobs["phase1"]["attempts"] == 2
+
+
+class InterruptingBackend(ScriptedBackend):
+    """Phase 1 keeps running; the user presses Ctrl-C while the coordinator polls it. ``stop`` makes it commit."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.stopped: list[str] = []
+
+    def submit(self, spec: JobSpec) -> str:
+        job_id = super().submit(spec)
+        if spec.kind == "train":
+            self.states[job_id] = JobState.RUNNING
+        return job_id
+
+    def status(self, job_id: str) -> JobStatus:
+        if job_id == "phase1#1" and not self.stopped and self.states[job_id] == JobState.RUNNING:
+            if getattr(self, "_seen_running", False):
+                raise KeyboardInterrupt
+            self._seen_running = True
+        return super().status(job_id)
+
+    def stop(self, job_id: str) -> None:
+        self.stopped.append(job_id)
+        self.states[job_id] = JobState.INTERRUPTED
+
+
+def test_ctrl_c_on_the_local_backend_stops_running_jobs_and_records_them_as_interrupted(tmp_path, capsys):
+    backend = InterruptingBackend("local")
+    coordinator = _coordinator(tmp_path, backend)
+    assert coordinator.run() == 130
+    assert backend.stopped == ["phase1#1"]
+    assert coordinator.jobs["phase1"]["state"] == "interrupted"
+    assert load_state(str(tmp_path / "run"), storage_for(str(tmp_path)))["jobs"]["phase1"]["state"] == "interrupted"
+    assert "re-run the same command to continue" in capsys.readouterr().out
+
+
+def test_ctrl_c_on_a_cluster_backend_leaves_the_jobs_running_and_says_how_to_reattach(tmp_path, capsys):
+    backend = InterruptingBackend("slurm")
+    coordinator = _coordinator(tmp_path, backend)
+    assert coordinator.run() == 130
+    assert backend.stopped == [] and coordinator.jobs["phase1"]["state"] == "running"
+    out = capsys.readouterr().out
+    assert "jobs keep running on slurm: phase1 (phase1#1)" in out and "running the same command again" in out
