@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from padnet_dist.pipeline import state as S
-from padnet_dist.pipeline.backend import Backend, JobState
+from padnet_dist.pipeline.backend import Backend, JobSpec, JobState
 from padnet_dist.pipeline.graph import NewJob, RunPlan, best_checkpoint, is_complete, ready_jobs
 from padnet_dist.pipeline.lease import Lease, LeaseLost
 from padnet_dist.storage import join_url
@@ -208,8 +208,7 @@ class Coordinator:
         return EXIT_STOPPED
 
 
-def _spec_of(rec: S.Record, name: str):
-    from padnet_dist.pipeline.backend import JobSpec
-
+def _spec_of(rec: S.Record, name: str) -> JobSpec:
+    """The job a record was submitted as (its log URL is set per attempt by ``submit``)."""
     fields = {k: rec[k] for k in ("nodes", "ranks_per_node", "gpus_per_rank", "cpus_per_rank") if k in rec}
     return JobSpec(name=name, kind=rec["kind"], argv=tuple(rec["argv"]), log_url="", **fields)
