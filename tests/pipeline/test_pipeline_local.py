@@ -23,7 +23,7 @@ from tests.helpers import REPO_ROOT
 from tests.helpers.tiny_run import write_tiny_shards
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-TIMEOUT_S = 900
+TIMEOUT_S = 1800  # minutes on an idle 2-core machine; a shared one under load has needed 20
 
 
 def _env() -> dict[str, str]:
@@ -41,10 +41,10 @@ def shards(tmp_path_factory) -> Path:
 
 
 def _argv(shards: Path, run_dir: Path) -> list[str]:
-    # 16 samples over 2 ranks of batch 2: 4 steps per epoch; phase 1 has 12 steps, committed every 2
+    # one rank of batch 2 over 16 samples: 8 steps per epoch; phase 1 has 16 steps, committed every 2
     return [sys.executable, "-m", "padnet_dist.cli", "pipeline", "--config", str(REPO_ROOT / "configs/tiny.yaml"),
             f"data.train_manifest={shards}/train.manifest.json", f"data.val_manifest={shards}/val.manifest.json",
-            f"run.dir={run_dir}", "phases.phase1.epochs=3", "run.checkpoint_every_steps=2", "pipeline.ranks_per_node=2",
+            f"run.dir={run_dir}", "phases.phase1.epochs=2", "run.checkpoint_every_steps=2", "pipeline.ranks_per_node=1",
             "pipeline.poll_every_s=0.5", "--backend", "local"]  # fmt: skip
 
 
@@ -75,12 +75,12 @@ def test_the_whole_pipeline_runs_to_a_report(straight):
     assert stdout.splitlines()[-1] == f"report: {run_dir}/report.html"
     assert (run_dir / "report.html").is_file() and (run_dir / "report.json").is_file()
     state = _state(run_dir)
-    assert set(state["jobs"]) == {"data", "phase1", "eval-phase1-step-000000012", "phase2",
-                                  "eval-phase2-step-000000004", "report"}  # fmt: skip
+    assert set(state["jobs"]) == {"data", "phase1", "eval-phase1-step-000000016", "phase2",
+                                  "eval-phase2-step-000000008", "report"}  # fmt: skip
     for name, rec in state["jobs"].items():
         assert rec["state"] == "succeeded" and rec["attempts"] == 1 and rec["exit_code"] == 0, name
         assert Path(rec["log"]).is_file(), name
-    assert state["jobs"]["eval-phase2-step-000000004"]["metrics"]["depth"]["rel"] > 0
+    assert state["jobs"]["eval-phase2-step-000000008"]["metrics"]["depth"]["rel"] > 0
     assert state["best"]["metric"] == "semantic.miou"
     status = subprocess.run([sys.executable, "-m", "padnet_dist.cli", "status", str(run_dir)], capture_output=True,
                             text=True, env=_env(), check=True).stdout  # fmt: skip
@@ -126,7 +126,7 @@ def test_sigkill_mid_phase1_then_the_same_command_completes_with_the_uninterrupt
     killed = _state(run_dir)
     assert killed["jobs"]["phase1"]["state"] in ("pending", "running")
     steps = [s for s, _ in ckpt.list_committed(phase1_dir, storage_for(phase1_dir))]
-    assert steps and steps[-1] < 12, "phase 1 ended before it was killed: nothing was tested"
+    assert steps and steps[-1] < 16, "phase 1 ended before it was killed: nothing was tested"
 
     stdout = _pipeline(shards, run_dir).stdout
     assert "re-attaching to phase1" in stdout and "phase1: running -> unknown" in stdout
