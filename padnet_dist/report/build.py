@@ -137,6 +137,8 @@ def _panels(
     from padnet_dist.eval.predict_checkpoint import default_palette
     from padnet_dist.report.panels import checkpoint_panels, validation_samples
 
+    if num_samples == 0:
+        return
     samples = validation_samples(cfg.data, cfg.storage, val_manifest, num_samples)
     palette = default_palette(cfg.model.num_classes, val_manifest, cfg.storage)
     padnet = runs["padnet"].phases

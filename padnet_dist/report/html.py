@@ -203,7 +203,8 @@ def _panels(report: dict[str, Any]) -> str:
 def _duration(job: dict[str, Any]) -> str:
     start, end = job.get("started_at"), job.get("ended_at")
     if isinstance(start, (int, float)) and isinstance(end, (int, float)):
-        return f"{(end - start) / 60:.1f} min"
+        seconds = end - start
+        return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
     return "n/a"
 
 
@@ -215,7 +216,12 @@ def _jobs(report: dict[str, Any]) -> str:
         "<table><tr><th class='l'>job</th><th class='l'>state</th><th class='l'>backend id</th><th>attempts</th>"
         "<th>duration</th><th>exit code</th><th class='l'>log</th></tr>"
     ]
-    for name, job in jobs.items():
+
+    def started(item: tuple[str, Any]) -> float:
+        start = item[1].get("started_at") if isinstance(item[1], dict) else None
+        return start if isinstance(start, (int, float)) else math.inf  # not started yet: last
+
+    for name, job in sorted(jobs.items(), key=started):
         job = job if isinstance(job, dict) else {}
         out.append(
             f"<tr><td class='l'>{_e(name)}</td><td class='l'>{_e(job.get('state', '?'))}</td>"

@@ -28,6 +28,13 @@ from padnet_dist.storage.url import split_s3
 _CLIENTS: dict[tuple, Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+_WEB_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+}
 _DENIED_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 
@@ -163,7 +170,10 @@ class S3Storage(Storage):
 
     def write_bytes(self, url: str, data: bytes) -> None:
         bucket, key = split_s3(url)
-        self._call(url, "writing", self.client().put_object, Bucket=bucket, Key=key, Body=bytes(data))
+        # a page or image opened straight from the bucket renders only with its type; others stay S3's default
+        content_type = _WEB_CONTENT_TYPES.get(os.path.splitext(key)[1].lower())
+        extra = {"ContentType": content_type} if content_type else {}
+        self._call(url, "writing", self.client().put_object, Bucket=bucket, Key=key, Body=bytes(data), **extra)
 
     def put_file(self, local_path: str, url: str) -> None:
         if not os.path.isfile(local_path):

@@ -15,6 +15,7 @@ import torch
 
 from padnet_dist.cli import main
 from tests.helpers import REPO_ROOT
+from tests.helpers.checkpoint import write_checkpoint
 from tests.helpers.tiny_run import tiny_overrides, write_tiny_shards
 
 TINY = str(REPO_ROOT / "configs" / "tiny.yaml")
@@ -23,7 +24,7 @@ TINY = str(REPO_ROOT / "configs" / "tiny.yaml")
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> dict[str, str]:
     """Phase 1 and 2 of a tiny PAD-Net (checkpoint every 2 steps, so phase 1 has two evaluated checkpoints), each
-    final checkpoint scored by ``padnet-dist eval``, and phase 1 of the front-end baseline in ``{run}/baseline``.
+    final checkpoint scored by ``padnet-dist eval``, and a phase-1 front-end baseline in ``{run}/baseline``.
     One torch thread: the machine's cores are shared."""
     from padnet_dist.config import load_config
     from padnet_dist.launch.env import free_port
@@ -38,15 +39,18 @@ def tiny_run(tmp_path_factory) -> dict[str, str]:
         val_manifest = write_tiny_shards(str(root / "shards"), num=3, split="val")
         run_dir = str(root / "run")
         common = [f"data.val_manifest={val_manifest}", "run.checkpoint_every_steps=2", "run.keep_last=5"]
-        for phase_dir, extra in (
-            (run_dir, ["phase=1"]),
-            (run_dir, ["phase=2"]),
-            (os.path.join(run_dir, "baseline"), ["phase=1", "model.variant=frontend"]),
-        ):
-            cfg = load_config(TINY, tiny_overrides(train_manifest, phase_dir, *common, *extra))
+        for phase in (1, 2):
+            cfg = load_config(TINY, tiny_overrides(train_manifest, run_dir, *common, f"phase={phase}"))
             summary = train(cfg, World(master_port=free_port()))
-            if "baseline" not in phase_dir:  # the baseline keeps only its in-training evaluation
-                assert main(["eval", "--checkpoint", summary["checkpoint"]]) == 0
+            assert main(["eval", "--checkpoint", summary["checkpoint"]]) == 0
+        # the front-end baseline run: a committed (untrained) checkpoint with its in-training evaluation file, which
+        # is what the report reads of it; training it too would only slow the test
+        cfg = load_config(TINY, tiny_overrides(train_manifest, run_dir, *common, "model.variant=frontend"))
+        baseline_ckpt = write_checkpoint(os.path.join(run_dir, "baseline"), cfg, step=4, phase=1)
+        assert main(["eval", "--checkpoint", baseline_ckpt]) == 0
+        eval_dir = root / "run" / "baseline" / "phase1" / "eval"
+        eval_dir.mkdir()
+        os.replace(os.path.join(baseline_ckpt, "metrics.json"), eval_dir / "step-000000004.json")
         # an intermediate checkpoint scored too: the report lists every evaluated checkpoint
         first = sorted((root / "run" / "phase1" / "checkpoints").iterdir())[0]
         assert main(["eval", "--checkpoint", str(first)]) == 0
@@ -257,7 +261,12 @@ def test_report_of_a_run_on_s3(tiny_run, s3, capsys):
     assert report["phase2"]["final"] == json.loads(storage.read_bytes(report["phase2"]["evaluations"][-1]["url"]))
     assert report["baselines"]["majority_class_miou"] is not None
     html_text = storage.read_bytes(f"{run_url}/report.html").decode()
-    _assert_relative_links_exist(html_text, lambda link: storage.exists(f"{run_url}/{link}"))
+    links = _assert_relative_links_exist(html_text, lambda link: storage.exists(f"{run_url}/{link}"))
+    # a browser renders the page and its images from the bucket only when they carry their content types
+    image = next(link for link in links if link.endswith(".png"))
+    for name, content_type in (("report.html", "text/html"), (image, "image/png"), ("report.json", "application/json")):
+        head = s3.client().head_object(Bucket=s3.bucket, Key=f"run/{name}")
+        assert head["ContentType"].split(";")[0] == content_type
 
 
 def test_report_of_a_directory_without_a_run_is_a_one_line_error(tmp_path, capsys):
