@@ -45,7 +45,8 @@ def format_status(status: dict[str, Any]) -> str:
     lease = status.get("lease")
     lines.append(f"coordinator: {describe(lease)}" if lease else "coordinator: none holds the run")
     rows = [("job", "state", "backend id", "duration", "retries", "latest")]
-    for name, rec in status["jobs"].items():
+    ordered = sorted(status["jobs"].items(), key=lambda item: (item[1].get("submitted_at") or 0, item[0]))
+    for name, rec in ordered:  # in the order they were submitted
         latest = " ".join(f"{k}={_fmt(v)}" for k, v in (rec.get("latest") or {}).items())
         duration = "" if rec["duration_s"] is None else f"{rec['duration_s']:.0f} s"
         rows.append((name, rec["state"], rec.get("backend_id") or "", duration, str(rec["retries"]), latest))
