@@ -52,6 +52,8 @@ REQUIRED_OPTIONS = {
     "eval": ["--checkpoint", "c"],
     "predict": ["--checkpoint", "c", "--input", "i", "--out", "o"],
     "report": ["runs/x"],  # RUN_DIR: the one positional that is not key=value
+    "check-data": [],
+    "pipeline": ["--backend", "local"],
 }
 
 
