@@ -76,7 +76,8 @@ def job_status_of(info: Any) -> JobState:
 
 
 class RayBackend:
-    """Ray jobs on the cluster whose dashboard is at ``address`` (``http://HEAD:8265``).
+    """Ray jobs on the cluster at ``address``: the dashboard's ``http://HEAD:8265`` (or the GCS's ``HEAD:6379``);
+    default ``PADNET_RAY_ADDRESS``, ``RAY_ADDRESS``, then ``http://127.0.0.1:8265``.
 
     ``working_dir``: uploaded as every job's working directory (default: the current directory). ``python``: the
     interpreter on the cluster's nodes (``RAY_JOB_PYTHON``, else ``python``). ``env``: extra environment of every
@@ -94,12 +95,11 @@ class RayBackend:
         env: Mapping[str, str] | None = None,
         storage_cfg: StorageConfig | None = None,
     ) -> None:
-        self.address = address or os.environ.get("RAY_ADDRESS") or DEFAULT_DASHBOARD
-        if not self.address.startswith(("http://", "https://")):
-            raise UserError(
-                f"pipeline.ray_address={self.address}: the Jobs API is the dashboard's address; give "
-                "http://HEAD:8265 (pipeline.ray_address or RAY_ADDRESS)"
-            )
+        # PADNET_RAY_ADDRESS: set in every job this backend submits, so a detached coordinator (itself a Ray job,
+        # whose RAY_ADDRESS Ray sets to the cluster's GCS) submits through the same Jobs API address
+        self.address = (
+            address or os.environ.get("PADNET_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or DEFAULT_DASHBOARD
+        )
         self.working_dir = os.path.abspath(working_dir or os.getcwd())
         self.python = python or os.environ.get("RAY_JOB_PYTHON") or "python"
         self.env = dict(env or {})
@@ -118,7 +118,7 @@ class RayBackend:
 
             try:
                 self._client = JobSubmissionClient(self.address)
-            except (ConnectionError, RuntimeError) as e:
+            except Exception as e:  # noqa: BLE001 - ConnectionError, RpcError, ...: all mean no cluster there
                 raise UserError(
                     f"no Ray Jobs API at {self.address} ({str(e).splitlines()[0]}): start a head with "
                     "`ray start --head`, or set pipeline.ray_address / RAY_ADDRESS to http://HEAD:8265"
@@ -127,7 +127,8 @@ class RayBackend:
 
     def submit(self, spec: JobSpec) -> str:
         submission_id = f"padnet-{spec.name}-{uuid.uuid4().hex[:8]}"
-        env_vars = {"PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0", **self.env, **spec.env}
+        env_vars = {"PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0", "PADNET_RAY_ADDRESS": self.address,
+                    **self.env, **spec.env}  # fmt: skip
         cpus = spec.nodes * spec.ranks_per_node * spec.cpus_per_rank if spec.kind == "eval" else 0
         self.client.submit_job(
             entrypoint=shlex.join(entrypoint_argv(spec, self.python)),
