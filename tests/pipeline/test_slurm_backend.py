@@ -134,6 +134,14 @@ def test_stop_makes_ranks_commit_and_cancel_ends_the_job(backend, slurm_cluster,
     assert (end.state, end.exit_code) == (JobState.INTERRUPTED, 75), f"{end}\n{log.read_text()}"
     assert "standin: SIGTERM, committing" in log.read_text()
 
+    # a task (a detached coordinator) runs in the batch step itself: the signal must reach it there too
+    task_log = tmp_path / "coordinator.log"
+    task = backend.submit(_spec("coordinator", "task", ("pipeline", "--no-detach"), "term", log_url=str(task_log)))
+    _wait(backend, task, lambda s: task_log.exists() and "standin: training" in task_log.read_text(), "start")
+    backend.stop(task)
+    end = _wait(backend, task, lambda s: s.state.done, "end of the task after stop")
+    assert (end.state, end.exit_code) == (JobState.INTERRUPTED, 75), f"{end}\n{task_log.read_text()}"
+
     cancelled = backend.submit(_spec("eval-phase2-step-000000004", "eval", ("eval", "--checkpoint", "x"), "term"))
     _wait(backend, cancelled, lambda s: s.state == JobState.RUNNING, "start")
     backend.cancel(cancelled)
