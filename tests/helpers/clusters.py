@@ -87,6 +87,9 @@ class LocalRayCluster:
     def _start(self, name: str, *args: str) -> subprocess.Popen:
         cmd = [str(RAY), "start", "--block", "--num-cpus", "1", "--disable-usage-stats", "--temp-dir", self.temp_dir]
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        # Ray's memory monitor kills workers when the host's memory is 95% used, by anyone: on a shared test host
+        # other processes' memory would kill our jobs. The kernel's OOM killer still guards the host.
+        env["RAY_memory_monitor_refresh_ms"] = "0"
         log = open(Path(self.temp_dir) / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
         return subprocess.Popen([*cmd, *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
