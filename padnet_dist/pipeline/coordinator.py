@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from padnet_dist.pipeline import state as S
-from padnet_dist.pipeline.backend import Backend, JobState
+from padnet_dist.pipeline.backend import Backend, JobSpec, JobState
 from padnet_dist.pipeline.graph import NewJob, RunPlan, best_checkpoint, is_complete, ready_jobs
 from padnet_dist.pipeline.lease import Lease, LeaseLost
 from padnet_dist.storage import join_url
@@ -160,7 +160,12 @@ class Coordinator:
         rec = dict(self.jobs[name], recorded=True)
         if rec["kind"] == "train":
             url = newest_committed(rec["phase_dir"], self.storage)
-            rec.update(checkpoint=url, step=int(url.rsplit("step-", 1)[1]) if url else None)
+            if url is None:  # nothing to evaluate or start phase 2 from: stop rather than wait for ever
+                log(f"{name} ended with exit code 0 but {rec['phase_dir']} holds no committed checkpoint")
+                self.jobs[name] = dict(rec, state=JobState.FAILED.value, failures=self.max_retries + 1)
+                self.save()
+                return
+            rec.update(checkpoint=url, step=int(url.rsplit("step-", 1)[1]))
         elif rec["kind"] == "eval":
             try:
                 rec["metrics"] = json.loads(self.storage.read_bytes(join_url(rec["checkpoint"], "metrics.json")))
@@ -203,8 +208,7 @@ class Coordinator:
         return EXIT_STOPPED
 
 
-def _spec_of(rec: S.Record, name: str):
-    from padnet_dist.pipeline.backend import JobSpec
-
+def _spec_of(rec: S.Record, name: str) -> JobSpec:
+    """The job a record was submitted as (its log URL is set per attempt by ``submit``)."""
     fields = {k: rec[k] for k in ("nodes", "ranks_per_node", "gpus_per_rank", "cpus_per_rank") if k in rec}
     return JobSpec(name=name, kind=rec["kind"], argv=tuple(rec["argv"]), log_url="", **fields)

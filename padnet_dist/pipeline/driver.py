@@ -6,6 +6,7 @@ one-process job on the backend (an ``sbatch`` job, a Ray job, a background proce
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Sequence
 
@@ -52,6 +53,8 @@ def drive(config_files: Sequence[str], overrides: Sequence[str], backend_name: s
     backend = backend_for(name, cfg)
     lease = acquire(cfg.run.dir, cfg.pipeline.lease_ttl_s, cfg.storage)
     heartbeat = Heartbeat(lease)
+    # A detached coordinator is stopped with SIGTERM (scancel, ray job stop, the local runner): handled as Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         state = S.load_state(cfg.run.dir, storage)
         if state is None:
@@ -66,11 +69,16 @@ def drive(config_files: Sequence[str], overrides: Sequence[str], backend_name: s
         coordinator.save()
         code = coordinator.run(heartbeat)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         heartbeat.stop()
         lease.release()
     if code == 0 and "report" in state["jobs"]:
         print(f"report: {join_url(cfg.run.dir, 'report.html')}", flush=True)
     return code
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def detach(config_files: Sequence[str], overrides: Sequence[str], backend_name: str = "") -> int:

@@ -89,7 +89,7 @@ def ready_jobs(plan: RunPlan, jobs: Mapping[str, Record], committed: Committed) 
     for track in tracks(plan):
         specs += _track_ready(plan, track, jobs, committed)
     if plan.with_report and "report" not in jobs and all(_track_done(plan, t, jobs) for t in tracks(plan)):
-        specs.append(_task(plan, "report", ("report", plan.run_dir)))
+        specs.append(_task(plan, "report", ("report", plan.run_dir, *plan.config_argv)))
     return specs
 
 
@@ -108,7 +108,7 @@ def eval_due(plan: RunPlan, step: int) -> bool:
 def best_checkpoint(
     jobs: Mapping[str, Record], metric: str, prefix: str = "", phase: int | None = None
 ) -> Record | None:
-    """``{"metric", "value", "phase", "checkpoint"}`` of the best evaluated checkpoint of a track (and phase)."""
+    """``{"metric", "value", "phase", "step", "checkpoint"}`` of the best evaluated checkpoint of a track (and phase)."""
     section, _, key = metric.partition(".")
     lower = key in LOWER_IS_BETTER
     best: Record | None = None
@@ -121,7 +121,8 @@ def best_checkpoint(
         if not isinstance(value, (int, float)) or math.isnan(value):
             continue
         if best is None or (value < best["value"] if lower else value > best["value"]):
-            best = {"metric": metric, "value": value, "phase": rec["phase"], "checkpoint": rec["checkpoint"]}
+            best = {"metric": metric, "value": value, "phase": rec["phase"], "step": rec.get("step"),
+                    "checkpoint": rec["checkpoint"]}  # fmt: skip
     return best
 
 

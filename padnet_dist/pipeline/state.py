@@ -5,7 +5,7 @@ Schema (version 1, docs/contracts.md)::
     {"version": 1, "run_dir": str, "backend": str, "config": [argv after "padnet-dist pipeline"],
      "jobs": {name: {"kind", "state", "backend_id", "attempts", "failures", "started_at", "ended_at",
                      "exit_code", "log", "argv", + "phase"/"checkpoint"/"step"/"metrics" where they apply}},
-     "best": {"metric", "value", "phase", "checkpoint"} | null}
+     "best": {"metric", "value", "phase", "step", "checkpoint"} | null}
 
 A record's ``state`` is a ``JobState`` value or ``skipped`` (an evaluation whose checkpoint was pruned before it
 ran). The file is rewritten whole and atomically after every transition, so a reader sees the old or the new state.

@@ -3,7 +3,7 @@
 report.json (strict JSON, the numbers the page shows)::
 
     {"version": 1, "run_dir", "generated_at" (unix s),
-     "phase1"/"phase2": {"evaluations": [{"step", "source" ("eval" | "training"), "url", "metrics"}],
+     "phase1"/"phase2": {"evaluations": [{"step", "source" ("eval" | "pipeline.json" | "training"), "url", "metrics"}],
                          "final": metrics of the newest evaluation | null, "final_step", "checkpoints": [url],
                          "training": {num_ranks, last_step, wall_s, median_samples_per_s, data_wait_share,
                                       final_losses: {term: value}},
@@ -35,7 +35,8 @@ from padnet_dist.report.records import RunRecords, read_run
 from padnet_dist.storage import join_url, storage_for
 
 FILES_DIR = "report_files"
-LOWER_IS_BETTER = frozenset({"depth.rel", "depth.rms", "depth.log10", "normals.mean", "normals.median"})
+# metric keys (section.KEY) where smaller is better, as the coordinator ranks them; any other is higher-is-better
+LOWER_IS_BETTER = frozenset({"rel", "log10", "rms", "mean", "median"})
 NUM_PANEL_SAMPLES = 3
 
 
@@ -68,7 +69,7 @@ def best_evaluation(run: RunRecords, metric: str) -> dict[str, Any]:
     recorded = (run.pipeline or {}).get("best")
     if isinstance(recorded, dict) and recorded.get("value") is not None:
         return {**recorded, "source": "pipeline.json"}
-    lower = metric in LOWER_IS_BETTER
+    lower = metric.partition(".")[2] in LOWER_IS_BETTER
     best: dict[str, Any] = {}
     for phase in sorted(run.phases):
         for e in run.phases[phase].evaluations:
@@ -103,7 +104,7 @@ def _newest_checkpoint(run: RunRecords) -> tuple[int, str] | None:
 
 
 class _Writer:
-    """Writes below the report's folder and remembers the relative names, for report.json and the page."""
+    """Writes the report's images below its folder; returns the relative paths report.json and the page use."""
 
     def __init__(self, out_url: str, storage_cfg: StorageConfig | None) -> None:
         self.out_url = out_url
@@ -138,16 +139,12 @@ def _panels(
 
     samples = validation_samples(cfg.data, cfg.storage, val_manifest, num_samples)
     palette = default_palette(cfg.model.num_classes, val_manifest, cfg.storage)
-    models: list[tuple[str, str, str]] = []
-    for phase in sorted(runs["padnet"].phases):
-        if runs["padnet"].phases[phase].checkpoints:
-            models.append(
-                (
-                    f"PAD-Net, phase {phase} (final)",
-                    f"padnet-phase{phase}",
-                    runs["padnet"].phases[phase].checkpoints[-1][1],
-                )
-            )
+    padnet = runs["padnet"].phases
+    models = [
+        (f"PAD-Net, phase {p} (final)", f"padnet-phase{p}", padnet[p].checkpoints[-1][1])
+        for p in sorted(padnet)
+        if padnet[p].checkpoints
+    ]
     if "frontend" in runs and (newest := _newest_checkpoint(runs["frontend"])):
         models.append((f"front-end baseline, phase {newest[0]} (final)", "frontend", newest[1]))
     for model, prefix, checkpoint in models:
@@ -159,16 +156,33 @@ def _panels(
         })  # fmt: skip
 
 
-def _baselines(run: RunRecords, cfg: Config, val_manifest: str) -> dict[str, Any]:
+def _baselines(cfg: Config, val_manifest: str, previous_json_url: str) -> dict[str, Any]:
+    """The baselines, reused from the previous report.json when they were computed from the same inputs (the
+    manifests' bytes and the settings that change the statistics): reading a large training split again would
+    make re-running the report slow for nothing."""
+    import hashlib
+
     from padnet_dist.report.baselines import compute_baselines
 
-    return compute_baselines(
-        cfg.data,
-        cfg.storage,
-        train_manifest=cfg.data.train_manifest,
-        val_manifest=val_manifest,
-        num_classes=cfg.model.num_classes,
+    digest = hashlib.sha256()
+    for url in (cfg.data.train_manifest, val_manifest):
+        digest.update(storage_for(url, cfg.storage).read_bytes(url) + b"\0")
+    d = cfg.data
+    settings = (cfg.model.num_classes, d.depth_target, d.min_depth_m, d.max_depth_m, d.ignore_index)
+    digest.update(repr(settings).encode())
+    inputs = digest.hexdigest()
+    storage = storage_for(previous_json_url, cfg.storage)
+    if storage.exists(previous_json_url):
+        try:
+            previous = json.loads(storage.read_bytes(previous_json_url)).get("baselines") or {}
+        except (ValueError, AttributeError):
+            previous = {}
+        if previous.get("inputs_sha256") == inputs and previous.get("metrics"):
+            return previous
+    baselines = compute_baselines(
+        cfg.data, cfg.storage, train_manifest=d.train_manifest, val_manifest=val_manifest, num_classes=settings[0]
     )
+    return baselines | {"inputs_sha256": inputs}
 
 
 def _note(notes: list[str], what: str, error: UserError) -> None:
@@ -208,7 +222,7 @@ def write_report(
     notes: list[str] = []
     baseline_dir = join_url(run_dir, "baseline")
     if storage_for(baseline_dir, storage_cfg).list(baseline_dir):
-        runs["frontend"] = read_run(baseline_dir, storage_cfg)
+        runs["frontend"] = read_run(baseline_dir, storage_cfg, parent_pipeline=run.pipeline)
         report["frontend_baseline"] = {"run_dir": baseline_dir} | _run_sections(runs["frontend"], metric)
     report["jobs"] = (run.pipeline or {}).get("jobs")
     report["panels"] = []
@@ -222,7 +236,7 @@ def write_report(
         notes.append("no validation or training split (data.val_manifest, data.train_manifest): no baselines or panels")
     else:
         try:
-            report["baselines"] = _baselines(run, cfg, val_manifest)
+            report["baselines"] = _baselines(cfg, val_manifest, join_url(out_url, "report.json"))
         except UserError as e:
             _note(notes, "baselines", e)
         try:

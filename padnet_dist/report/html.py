@@ -67,8 +67,14 @@ def _metric_rows(report: dict[str, Any]) -> list[tuple[str, str, dict[str, Any],
     if baselines.get("metrics"):
         cls = baselines.get("majority_class_name", baselines.get("majority_class"))
         mean = baselines.get("train_mean_depth")
+        unit = (baselines["metrics"].get("depth") or {}).get("unit", "")
         rows.append(
-            (f"constant: class '{cls}', depth {_fmt(mean)}", "training-split statistics", baselines["metrics"], True)
+            (
+                f"constant: class '{cls}', depth {_fmt(mean)} {unit}",
+                "majority class, mean depth of the training split",
+                baselines["metrics"],
+                True,
+            )
         )
     return rows
 
@@ -87,17 +93,28 @@ def _metrics_table(report: dict[str, Any]) -> str:
             f"<tr{css}><td class='l'>{_e(model)}</td><td class='l'>{_e(where)}</td>"
             f"<td>{_fmt(metrics.get('num_samples'))}</td>{cells}</tr>"
         )
-    out.append("</table><p>&darr; lower is better, &uarr; higher is better. Depth pooled over all valid pixels.</p>")
+    out.append(
+        "</table><p>&darr; lower is better, &uarr; higher is better. Depth pooled over all valid pixels of the split. "
+        "Phase 1 is scored on what it trains (PAD-Net: the intermediate scene-parsing head; its decoders are "
+        "untrained), phase 2 on the final outputs. Grey rows are baselines.</p>"
+    )
     return "\n".join(out)
 
 
-def _per_class_table(metrics: dict[str, Any] | None) -> str:
-    iou = ((metrics or {}).get("semantic") or {}).get("iou")
-    if not isinstance(iou, dict) or not iou:
+def _per_class_table(report: dict[str, Any]) -> str:
+    """IoU per class of each phase's final evaluation and of the majority-class baseline."""
+    rows = [(f"PAD-Net {p} (final)", (report.get(p) or {}).get("final")) for p in ("phase1", "phase2")]
+    rows.append(("majority class", (report.get("baselines") or {}).get("metrics")))
+    rows = [(label, (m.get("semantic") or {}).get("iou")) for label, m in rows if m]
+    rows = [(label, iou) for label, iou in rows if isinstance(iou, dict) and iou]
+    if not rows:
         return ""
-    head = "".join(f"<th>{_e(name)}</th>" for name in iou)
-    cells = "".join(f"<td>{_fmt(v)}</td>" for v in iou.values())
-    return f"<table><tr><th class='l'>IoU per class</th>{head}</tr><tr><td class='l'>final</td>{cells}</tr></table>"
+    names = list(rows[-1][1])
+    out = ["<table><tr><th class='l'>IoU per class</th>" + "".join(f"<th>{_e(n)}</th>" for n in names) + "</tr>"]
+    for label, iou in rows:
+        cells = "".join(f"<td>{_fmt(iou.get(n))}</td>" for n in names)
+        out.append(f"<tr><td class='l'>{_e(label)}</td>{cells}</tr>")
+    return "\n".join(out) + "</table>"
 
 
 def _summary(report: dict[str, Any]) -> str:
@@ -120,6 +137,14 @@ def _summary(report: dict[str, Any]) -> str:
                 f"(mean-depth baseline {_fmt(baselines.get('mean_depth_rel'))})</li>"
             )
             break
+    frontend = report.get("frontend_baseline") or {}
+    for phase in ("phase2", "phase1"):
+        final = (frontend.get(phase) or {}).get("final")
+        if final:
+            miou = (final.get("semantic") or {}).get("miou")
+            rel = (final.get("depth") or {}).get("rel")
+            lines.append(f"<li>front-end baseline run, final {phase}: mIoU {_fmt(miou)}, depth rel {_fmt(rel)}</li>")
+            break
     for note in report.get("notes", []):
         lines.append(f"<li class='note'>{_e(note)}</li>")
     return f"<ul>{''.join(lines)}</ul>" if lines else ""
@@ -135,12 +160,7 @@ def _training(report: dict[str, Any]) -> str:
                 continue
             out.append(f"<h3>{_e(run_label)}, {phase}</h3>")
             if training:
-                rate, wait, wall = (training.get(k) for k in ("median_samples_per_s", "data_wait_share", "wall_s"))
-                out.append(
-                    f"<p>{_fmt(training.get('last_step'))} steps on {_fmt(training.get('num_ranks'))} ranks in "
-                    f"{_fmt(None if wall is None else wall / 60)} min; median {_fmt(rate)} samples/s (all ranks); "
-                    f"data wait {_fmt(None if wait is None else 100 * wait)}% of the step time.</p>"
-                )
+                out.append(f"<p>{_training_line(training)}</p>")
             for kind, caption in (("losses", "every loss term"), ("throughput", "throughput and data wait")):
                 if kind in images:
                     src = _e(images[kind])
@@ -148,6 +168,23 @@ def _training(report: dict[str, Any]) -> str:
                         f"<figure><img src='{src}' alt='{_e(caption)}'><figcaption>{caption}</figcaption></figure>"
                     )
     return "\n".join(out) or "<p>No per-step records.</p>"
+
+
+def _training_line(training: dict[str, Any]) -> str:
+    rate, wait, wall = (training.get(k) for k in ("median_samples_per_s", "data_wait_share", "wall_s"))
+    ranks = training.get("num_ranks")
+    parts = [f"{_fmt(training.get('last_step'))} steps on {_fmt(ranks)} rank{'s' if ranks != 1 else ''}"]
+    if isinstance(wall, (int, float)):
+        parts.append(
+            f"{wall / 60:.1f} min between the first and last record"
+            if wall >= 120
+            else f"{wall:.1f} s between the first and last record"
+        )
+    if isinstance(rate, (int, float)):
+        parts.append(f"median {rate:.1f} samples/s over all ranks")
+    if isinstance(wait, (int, float)):
+        parts.append(f"data wait {100 * wait:.1f}% of the step time")
+    return _e("; ".join(parts)) + "."
 
 
 def _panels(report: dict[str, Any]) -> str:
@@ -192,7 +229,6 @@ def _jobs(report: dict[str, Any]) -> str:
 def render_html(report: dict[str, Any]) -> str:
     """The page for ``report`` (report.json's dict, with ``images`` and ``panels`` holding relative file paths)."""
     when = datetime.datetime.fromtimestamp(report.get("generated_at", 0), datetime.timezone.utc)
-    final = (report.get("phase2") or {}).get("final") or (report.get("phase1") or {}).get("final")
     parts = [
         "<!DOCTYPE html>",
         "<html lang='en'><head><meta charset='utf-8'>",
@@ -202,7 +238,7 @@ def render_html(report: dict[str, Any]) -> str:
         _summary(report),
         "<h2>Evaluated checkpoints</h2>",
         _metrics_table(report),
-        _per_class_table(final),
+        _per_class_table(report),
         "<h2>Training</h2>",
         _training(report),
         "<h2>Examples from the validation split</h2>",

@@ -67,13 +67,16 @@ def checkpoint_panels(
     from padnet_dist.eval.predict import colorize_depth, colorize_semantic, denormalise_rgb, encode_png, side_by_side
 
     ckpt = load_checkpoint_model(checkpoint_url, storage_cfg)
+    # a GPU when the report's task has one; the CPU is enough for a few images
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = ckpt.model.to(device)
     outputs = ckpt.model.phase_outputs(ckpt.config.phase)
     near_is_large = ckpt.config.data.depth_target != "depth"
     panels: list[Panel] = []
     for sample in samples:
         size = tuple(sample.semantic.shape)
         with torch.no_grad():
-            pred = ckpt.model(sample.rgb[None], outputs=outputs)
+            pred = {k: v.float().cpu() for k, v in model(sample.rgb[None].to(device), outputs=outputs).items()}
         rgb = denormalise_rgb(sample.rgb)
         for task in ("semantic", "depth"):
             names = [n for n in (f"inter_{task}", f"final_{task}") if n in pred]

@@ -139,6 +139,7 @@ def throughput_plot(rank_records: dict[int, list[dict[str, Any]]], title: str) -
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 5.0), sharex=True)
     top.plot([x / scale for x in flows["samples_per_s"][0]], flows["samples_per_s"][1], color="tab:blue")
     top.set(ylabel="samples/s (all ranks)", title=title)
+    top.set_ylim(bottom=0)  # an autoscaled axis makes a 1% wobble look like a collapse
     for rank, (xs, ys) in flows["data_wait_share"].items():
         bottom.plot([x / scale for x in xs], [100 * y for y in ys], label=f"rank {rank}", linewidth=1.0)
     bottom.set(xlabel=f"{unit} since the phase's first record", ylabel="data wait (% of step)", ylim=(0, 100))

@@ -12,19 +12,22 @@ know (fields added to the per-step records later) are carried along untouched.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from padnet_dist.config import Config, StorageConfig, from_yaml_text
 from padnet_dist.errors import UserError
-from padnet_dist.storage import StorageNotFound, join_url, storage_for
+from padnet_dist.storage import StorageNotFound, is_s3, join_url, storage_for
+from padnet_dist.storage.url import local_path
 
 PHASES = (1, 2)
 _COMMITTED = re.compile(r"checkpoints/step-(\d{9})/COMMITTED")
 _CHECKPOINT_METRICS = re.compile(r"checkpoints/step-(\d{9})/metrics\.json")
 _TRAINING_EVAL = re.compile(r"eval/step-(\d{9})\.json")
 _RANK_LOG = re.compile(r"logs/rank(\d+)\.jsonl")
+_STEP_DIR = re.compile(r"step-(\d{9})")
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,9 @@ class Evaluation:
 
     phase: int
     step: int
-    source: str  # "eval": {checkpoint}/metrics.json of `padnet-dist eval`; "training": {phase_dir}/eval/step-*.json
+    # "eval": {checkpoint}/metrics.json of `padnet-dist eval`; "pipeline.json": the same numbers as the coordinator
+    # recorded them (the checkpoint was pruned since); "training": {phase_dir}/eval/step-*.json
+    source: str
     url: str
     metrics: dict[str, Any]
 
@@ -90,10 +95,33 @@ def _read_jsonl(url: str, storage) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def _read_phase(run_dir: str, phase: int, urls: list[str], storage) -> PhaseRecords:
+def _recorded_evaluations(pipeline: dict[str, Any] | None, checkpoints_url: str) -> dict[int, tuple[str, dict]]:
+    """step -> (metrics.json URL, metrics) of the evaluation jobs in pipeline.json that scored a checkpoint below
+    ``checkpoints_url``."""
+    found = {}
+    for rec in ((pipeline or {}).get("jobs") or {}).values():
+        if not isinstance(rec, dict) or rec.get("state") != "succeeded" or not isinstance(rec.get("metrics"), dict):
+            continue
+        checkpoint = str(rec.get("checkpoint") or "").rstrip("/")
+        parent, _, name = checkpoint.rpartition("/")
+        match = _STEP_DIR.fullmatch(name)
+        if match and rec["metrics"] and _same_place(parent, checkpoints_url):
+            found[int(match.group(1))] = (join_url(checkpoint, "metrics.json"), rec["metrics"])
+    return found
+
+
+def _same_place(a: str, b: str) -> bool:
+    """Two spellings of one directory (a relative and an absolute local path; s3:// URLs as they are)."""
+    if is_s3(a) or is_s3(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.abspath(local_path(a)) == os.path.abspath(local_path(b))
+
+
+def _read_phase(run_dir: str, phase: int, urls: list[str], storage, pipeline: dict[str, Any] | None) -> PhaseRecords:
     prefix = join_url(run_dir, f"phase{phase}") + "/"
     records = PhaseRecords(phase=phase)
     scored: dict[str, dict[int, str]] = {"eval": {}, "training": {}}
+    recorded = _recorded_evaluations(pipeline, join_url(run_dir, f"phase{phase}", "checkpoints"))
     for url in urls:
         if not url.startswith(prefix):
             continue
@@ -106,11 +134,14 @@ def _read_phase(run_dir: str, phase: int, urls: list[str], storage) -> PhaseReco
             scored["training"][int(match.group(1))] = url
         elif (match := _RANK_LOG.fullmatch(rest)) and (rank_records := _read_jsonl(url, storage)):
             records.rank_records[int(match.group(1))] = rank_records
-    for step in sorted(scored["eval"].keys() | scored["training"].keys()):
+    for step in sorted(scored["eval"].keys() | recorded.keys() | scored["training"].keys()):
         # `padnet-dist eval` of the committed checkpoint wins over the in-training score of the same step
-        for source in ("eval", "training"):
-            url = scored[source].get(step)
-            metrics = None if url is None else _read_json(url, storage)
+        for source in ("eval", "pipeline.json", "training"):
+            if source == "pipeline.json":
+                url, metrics = recorded.get(step, (None, None))
+            else:
+                url = scored[source].get(step)
+                metrics = None if url is None else _read_json(url, storage)
             if metrics is not None:
                 records.evaluations.append(Evaluation(phase, step, source, url, metrics))
                 break
@@ -139,16 +170,19 @@ def _read_config(run_dir: str, phases: dict[int, PhaseRecords], storage) -> Conf
     return None
 
 
-def read_run(run_dir: str, storage_cfg: StorageConfig | None = None) -> RunRecords:
-    """Everything the report shows about ``run_dir`` (a nested baseline run is read separately).
+def read_run(
+    run_dir: str, storage_cfg: StorageConfig | None = None, *, parent_pipeline: dict[str, Any] | None = None
+) -> RunRecords:
+    """Everything the report shows about ``run_dir`` (a nested baseline run is read separately, given its parent's
+    pipeline.json as ``parent_pipeline``: the coordinator records the nested run's evaluations there).
 
     A one-line UserError when ``run_dir`` holds no phase records at all.
     """
     storage = storage_for(run_dir, storage_cfg)
     run_dir = run_dir.rstrip("/")
     urls = [u for u in storage.list(run_dir) if not u.startswith(join_url(run_dir, "baseline") + "/")]
-    phases = {p: _read_phase(run_dir, p, urls, storage) for p in PHASES}
     pipeline = _read_json(join_url(run_dir, "pipeline.json"), storage)
+    phases = {p: _read_phase(run_dir, p, urls, storage, pipeline or parent_pipeline) for p in PHASES}
     run = RunRecords(run_dir=run_dir, phases=phases, config=_read_config(run_dir, phases, storage), pipeline=pipeline)
     if run.empty and pipeline is None:
         raise UserError(

@@ -135,12 +135,29 @@ def test_report_of_a_local_run(tiny_run, capsys):
                 "log": "logs/phase1.log",
             },  # fmt: skip
             "report": {"state": "running", "backend_id": "4243", "attempts": 1, "started_at": 170.0},
+            # evaluations of checkpoints pruned since: only the coordinator's record keeps their numbers
+            "eval-phase1-step-000000001": {
+                "kind": "eval",
+                "state": "succeeded",
+                "phase": 1,
+                "step": 1,
+                "checkpoint": str(run / "phase1/checkpoints/step-000000001"),
+                "metrics": {"dataset": "synthetic", "semantic": {"miou": 0.125}},
+            },
+            "baseline-eval-phase1-step-000000003": {
+                "kind": "eval",
+                "state": "succeeded",
+                "phase": 1,
+                "step": 3,
+                "checkpoint": str(run / "baseline/phase1/checkpoints/step-000000003"),
+                "metrics": {"dataset": "synthetic", "semantic": {"miou": 0.25}},
+            },
         },
         "best": {"metric": "semantic.miou", "value": 0.5, "phase": 1, "checkpoint": "phase1/checkpoints/x"},
     }
     (run / "pipeline.json").write_text(json.dumps(pipeline))
     try:
-        assert main(["report", str(run)]) == 0
+        assert main(["report", str(run), "--num-panels", "2"]) == 0
     finally:
         (run / "pipeline.json").unlink()
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"report: {run / 'report.html'}"
@@ -148,14 +165,17 @@ def test_report_of_a_local_run(tiny_run, capsys):
 
     # every evaluated checkpoint, with the numbers of the metrics.json it came from
     steps = {p: [e["step"] for e in report[p]["evaluations"]] for p in ("phase1", "phase2")}
-    assert steps["phase1"] == [2, 4] and steps["phase2"] == [4]
+    assert steps["phase1"] == [1, 2, 4] and steps["phase2"] == [4]
+    recorded = report["phase1"]["evaluations"][0]
+    assert recorded["source"] == "pipeline.json"
+    assert recorded["metrics"] == pipeline["jobs"]["eval-phase1-step-000000001"]["metrics"]
     for phase in ("phase1", "phase2"):
-        for ev in report[phase]["evaluations"]:
+        for ev in report[phase]["evaluations"][phase == "phase1" :]:
             source = json.loads(Path(ev["url"]).read_text())
             assert ev["metrics"] == source
         assert report[phase]["final"] == report[phase]["evaluations"][-1]["metrics"]
     # where `padnet-dist eval` scored a checkpoint its metrics.json is shown, not the in-training score of the step
-    assert [e["source"] for e in report["phase1"]["evaluations"]] == ["eval", "eval"]
+    assert [e["source"] for e in report["phase1"]["evaluations"]] == ["pipeline.json", "eval", "eval"]
     assert [e["source"] for e in report["phase2"]["evaluations"]] == ["eval"]
     final = report["phase2"]["final"]
     assert set(final["depth"]) >= {"rel", "log10", "rms", "delta1", "delta2", "delta3"}
@@ -177,9 +197,10 @@ def test_report_of_a_local_run(tiny_run, capsys):
     # the front-end baseline run beside PAD-Net
     frontend = report["frontend_baseline"]
     assert frontend["run_dir"] == str(run / "baseline")
-    [only] = frontend["phase1"]["evaluations"]
-    assert only["source"] == "training" and only["url"] == str(run / "baseline/phase1/eval/step-000000004.json")
-    assert frontend["phase1"]["final"] == json.loads(Path(only["url"]).read_text())
+    pruned, final = frontend["phase1"]["evaluations"]
+    assert (pruned["step"], pruned["source"], pruned["metrics"]["semantic"]["miou"]) == (3, "pipeline.json", 0.25)
+    assert final["source"] == "training" and final["url"] == str(run / "baseline/phase1/eval/step-000000004.json")
+    assert frontend["phase1"]["final"] == json.loads(Path(final["url"]).read_text())
 
     # training curves and panels: files beside the page, linked relatively
     assert report["phase1"]["training"]["last_step"] == 4 and report["phase1"]["training"]["num_ranks"] == 1
@@ -199,10 +220,21 @@ def test_report_of_a_local_run(tiny_run, capsys):
         ("semantic", ("RGB", "ground truth", "inter_semantic", "final_semantic")),
         ("depth", ("RGB", "ground truth", "inter_depth", "final_depth")),
     }
-    assert len(phase2_panels) == 2 * 3  # three validation samples
+    assert len(phase2_panels) == 2 * 2  # two validation samples
     assert {p["file"] for g in report["panels"] for p in g["panels"]} <= images
     assert "4242" in html_text and "logs/phase1.log" in html_text  # the job table
     assert not [n for n in os.listdir(run) if ".tmp" in n]
+
+    # a second report reuses the baselines of the same inputs instead of reading the training split again
+    shards = sorted(Path(tiny_run["train"]).parent.glob("train-*.tar"))
+    for tar in shards:
+        tar.rename(tar.with_suffix(".away"))
+    try:
+        assert main(["report", str(run), "--num-panels", "0"]) == 0
+    finally:
+        for tar in shards:
+            tar.with_suffix(".away").rename(tar)
+    assert json.loads((run / "report.json").read_text())["baselines"] == b
 
 
 @pytest.mark.slow
@@ -216,7 +248,8 @@ def test_report_of_a_run_on_s3(tiny_run, s3, capsys):
         if not path.name.startswith("report"):
             storage.write_bytes(s3.url(f"run/{path.relative_to(run).as_posix()}"), path.read_bytes())
     run_url = s3.url("run")
-    assert main(["report", run_url, f"storage.endpoint_url={s3.endpoint_url}", "--num-panels", "1"]) == 0
+    # the run dir and the overrides in any order
+    assert main(["report", f"storage.endpoint_url={s3.endpoint_url}", run_url, "--num-panels", "1"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"report: {run_url}/report.html"
     report = json.loads(storage.read_bytes(f"{run_url}/report.json"))
     assert report["run_dir"] == run_url
