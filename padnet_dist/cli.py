@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "padnet_dist.commands.pipeline",
         "run both phases, their evaluations and the report as jobs on a backend (local, slurm, ray)",
     ),
+    "sweep": (
+        "padnet_dist.commands.sweep",
+        "reproduce a paper table (1, 2, 6): a pipeline run per ablation row and seed, then the table",
+    ),
     "status": ("padnet_dist.commands.status", "show the jobs of a pipeline run: state, ids, durations, metrics"),
     "report": ("padnet_dist.commands.report", "write a run's report.html and report.json (metrics, curves, panels)"),
 }

@@ -78,10 +78,7 @@ class Coordinator:
 
     def run(self, heartbeat: Heartbeat | None = None) -> int:
         """Until the run is complete (0), a job failed out (1) or Ctrl-C (130, after stopping local jobs)."""
-        for name, rec in self.jobs.items():
-            self.jobs[name] = S.restarted(rec)
-            if rec["state"] in S.ACTIVE_STATES:
-                log(f"re-attaching to {name} ({self.backend.name} id {rec['backend_id']})")
+        self.attach()
         try:
             while True:
                 if heartbeat is not None:
@@ -93,12 +90,23 @@ class Coordinator:
                         f"{rec['attempts']} attempt(s); its log: {rec.get('log')}. Fix the cause and re-run the same "
                         "command to continue")  # fmt: skip
                     return 1
-                if is_complete(self.plan, self.jobs):
+                if self.complete:
                     log(f"complete: {self.plan.run_dir}")
                     return 0
                 time.sleep(self.poll_every_s)
         except KeyboardInterrupt:
             return self.interrupted()
+
+    def attach(self) -> None:
+        """Take over the jobs a previous coordinator recorded (once, before the first ``step``)."""
+        for name, rec in self.jobs.items():
+            self.jobs[name] = S.restarted(rec)
+            if rec["state"] in S.ACTIVE_STATES:
+                log(f"re-attaching to {name} ({self.backend.name} id {rec['backend_id']})")
+
+    @property
+    def complete(self) -> bool:
+        return is_complete(self.plan, self.jobs)
 
     def step(self) -> str | None:
         """One pass: observe active jobs, act on ended ones, submit ready ones. The name of a job that failed out."""

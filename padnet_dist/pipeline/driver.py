@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from padnet_dist.cli import COMMANDS
 from padnet_dist.config import Config, load_config
@@ -18,7 +19,7 @@ from padnet_dist.pipeline.backend import JobSpec
 from padnet_dist.pipeline.backends import backend_for
 from padnet_dist.pipeline.coordinator import Coordinator, Heartbeat, log
 from padnet_dist.pipeline.graph import RunPlan
-from padnet_dist.pipeline.lease import acquire, describe, is_free, read_lease
+from padnet_dist.pipeline.lease import Lease, acquire, describe, is_free, read_lease
 from padnet_dist.storage import join_url, storage_for
 
 
@@ -44,8 +45,22 @@ def _run_defining(argv: Sequence[str]) -> list[str]:
     return [a for a in argv if not a.startswith("pipeline.")]
 
 
-def drive(config_files: Sequence[str], overrides: Sequence[str], backend_name: str = "") -> int:
-    """Run the pipeline of the config to completion here (0), or until a job fails out (1) or Ctrl-C (130)."""
+@dataclass
+class OpenRun:
+    """A run whose lease this process holds, with its coordinator ready to ``run()`` or to ``step()``."""
+
+    cfg: Config
+    coordinator: Coordinator
+    heartbeat: Heartbeat
+    lease: Lease
+
+    def close(self) -> None:
+        self.heartbeat.stop()
+        self.lease.release()
+
+
+def open_run(config_files: Sequence[str], overrides: Sequence[str], backend_name: str = "") -> OpenRun:
+    """Take the run's lease and load (or start) its ``pipeline.json``; the caller ``close()``s it."""
     cfg = load_config(config_files, overrides)
     name = backend_name or cfg.pipeline.backend
     argv = config_argv(config_files, overrides)
@@ -53,8 +68,6 @@ def drive(config_files: Sequence[str], overrides: Sequence[str], backend_name: s
     backend = backend_for(name, cfg)
     lease = acquire(cfg.run.dir, cfg.pipeline.lease_ttl_s, cfg.storage)
     heartbeat = Heartbeat(lease)
-    # A detached coordinator is stopped with SIGTERM (scancel, ray job stop, the local runner): handled as Ctrl-C.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         state = S.load_state(cfg.run.dir, storage)
         if state is None:
@@ -67,17 +80,29 @@ def drive(config_files: Sequence[str], overrides: Sequence[str], backend_name: s
         coordinator = Coordinator(plan_for(cfg, argv), backend, state, storage, cfg.pipeline.max_retries,
                                   cfg.pipeline.poll_every_s)  # fmt: skip
         coordinator.save()
-        code = coordinator.run(heartbeat)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    except BaseException:
         heartbeat.stop()
         lease.release()
-    if code == 0 and "report" in state["jobs"]:
-        print(f"report: {join_url(cfg.run.dir, 'report.html')}", flush=True)
+        raise
+    return OpenRun(cfg, coordinator, heartbeat, lease)
+
+
+def drive(config_files: Sequence[str], overrides: Sequence[str], backend_name: str = "") -> int:
+    """Run the pipeline of the config to completion here (0), or until a job fails out (1) or Ctrl-C (130)."""
+    run = open_run(config_files, overrides, backend_name)
+    # A detached coordinator is stopped with SIGTERM (scancel, ray job stop, the local runner): handled as Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, interrupt_on_sigterm)
+    try:
+        code = run.coordinator.run(run.heartbeat)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        run.close()
+    if code == 0 and "report" in run.coordinator.jobs:
+        print(f"report: {join_url(run.cfg.run.dir, 'report.html')}", flush=True)
     return code
 
 
-def _interrupt(_signum: int, _frame: object) -> None:
+def interrupt_on_sigterm(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
