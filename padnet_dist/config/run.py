@@ -7,6 +7,7 @@ from dataclasses import dataclass
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "gloo", "nccl")
+ON_RESIZE = ("keep_global_batch", "keep_grad_accum")
 
 
 @dataclass(kw_only=True)
@@ -52,6 +53,9 @@ class RunConfig:
 
     dir: str = "runs/default"
     resume: str = "auto"  # auto: newest committed checkpoint of this run and phase; never; or a checkpoint URL
+    # resuming on another number of ranks: keep_global_batch adjusts optim.grad_accum_steps so that batch x accumulation
+    # x ranks stays the checkpoint's; keep_grad_accum keeps the configured accumulation (the global batch changes)
+    on_resize: str = "keep_global_batch"
     keep_last: int = 3
     checkpoint_every_steps: int = 500
     log_every_steps: int = 10
@@ -64,6 +68,8 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.on_resize not in ON_RESIZE:
+            raise ValueError(f"run.on_resize='{self.on_resize}' is not one of {', '.join(ON_RESIZE)}")
         if self.keep_last < 1:
             raise ValueError("run.keep_last must be >= 1")
         if self.log_upload_every_s < 0:
