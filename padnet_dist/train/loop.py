@@ -110,13 +110,17 @@ def plan_phase(cfg: Config, world: World) -> PhasePlan:
     resumed_step, first_epoch = -1, 0
     if resume_url is not None:
         checkpoint.check_resumable(resume_url, zero_stage=cfg.engine.zero_stage, world=world, storage=storage)
-        cfg = _accumulation_for(cfg, resume_url, world, storage)
+        cfg, resize_message = _accumulation_for(cfg, resume_url, world, storage)
         resumed_step = checkpoint.committed_step(resume_url, storage)
         first_epoch = checkpoint.committed_epoch(resume_url, storage)
         try:
             loader.load_state_dict(checkpoint.read_loader_state(resume_url, world, storage))
         except ValueError as e:
             raise UserError(f"checkpoint {resume_url}: {e}") from None
+        if resize_message and world.is_main:
+            left = loader.num_batches_left if loader.epoch == first_epoch else len(loader)
+            print(f"{resize_message}; epoch {first_epoch} continues with {left} batches per rank", file=sys.stderr,
+                  flush=True)  # fmt: skip
     accum = cfg.optim.grad_accum_steps
     steps_per_epoch = len(loader) // accum
     if steps_per_epoch < 1:
@@ -333,17 +337,18 @@ class Trainer:
         _evaluate(self.engine, self.cfg, self.world, self.device, self.logger, self.step)
 
 
-def _accumulation_for(cfg: Config, resume_url: str, world: World, storage) -> Config:
-    """``cfg`` with the gradient accumulation a resume on another world size runs with (``run.on_resize``).
+def _accumulation_for(cfg: Config, resume_url: str, world: World, storage) -> tuple[Config, str]:
+    """``cfg`` with the gradient accumulation a resume on another world size runs with (``run.on_resize``), and
+    the line that says so ("" when the world size is the saved one).
 
     ``keep_global_batch`` (default): ``optim.grad_accum_steps`` so that batch x accumulation x ranks equals the
     checkpoint's global batch, so every optimiser step sees as many samples as before and the learning rate,
     momentum and the schedule's length in steps stay what they were tuned for. ``keep_grad_accum``: the configured
-    accumulation; the global batch changes (one line on stderr says so).
+    accumulation; the global batch changes.
     """
     saved_ranks = checkpoint.saved_world_size(resume_url, storage)
     if saved_ranks == world.world_size:
-        return cfg
+        return cfg, ""
     saved = checkpoint.read_config(resume_url, storage)
     saved_global = saved.data.batch_size * saved.optim.grad_accum_steps * saved_ranks
     per_step = cfg.data.batch_size * world.world_size
@@ -362,9 +367,7 @@ def _accumulation_for(cfg: Config, resume_url: str, world: World, storage) -> Co
         f"{per_step * accum} samples (data.batch_size={cfg.data.batch_size} x optim.grad_accum_steps={accum} x "
         f"{world.world_size} ranks, run.on_resize={cfg.run.on_resize})"
     )
-    if world.is_main:
-        print(message, file=sys.stderr, flush=True)
-    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, grad_accum_steps=accum))
+    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, grad_accum_steps=accum)), message
 
 
 def _announce_config(config_yaml: str, url: str, storage) -> None:

@@ -27,6 +27,7 @@ from padnet_dist.train import checkpoint as ckpt
 from padnet_dist.train import engine as seam
 from padnet_dist.train.hooks import TrainHooks
 from padnet_dist.train.loop import Trainer, plan_phase, train
+from padnet_dist.train.reshard import read_full_state
 from padnet_dist.train.stop import StopRequest
 from padnet_dist.world import World
 from tests.helpers import REPO_ROOT
@@ -126,6 +127,11 @@ def _assert_engine_holds_the_checkpoint(trainer: Trainer, ckpt_url: str, zero_st
     flat_resumed = torch.cat([momentum[n].flatten() for n in names])
     assert torch.equal(flat_saved[: flat_resumed.numel()], flat_resumed)
     assert not flat_saved[flat_resumed.numel() :].any(), "only the group's padding follows"
+    # a rank that owns only the last parameter (as on a larger world) reads only the partition holding it
+    state = read_full_state(lambda name: engine_dir / name, saved_world_size=2, saved_zero_stage=2,
+                            trained_names=names, needed=[names[-1]])  # fmt: skip
+    assert state.files_read == ["mp_rank_00_model_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    assert torch.equal(state.momentum[names[-1]], momentum[names[-1]])
 
 
 @pytest.mark.parametrize("zero_stage", [0, 2])
@@ -159,7 +165,7 @@ def test_one_rank_stopped_mid_epoch_finishes_on_two(tiny_manifest, tiny_cfg, tmp
                   World(master_port=free_port()))  # fmt: skip
     assert first["step"] == 3 and not first["finished"]
     resumed = _two_ranks(tiny_overrides(tiny_manifest, run_dir, *COMMON, "optim.grad_accum_steps=2"))
-    stdout, stderr = resumed.communicate(timeout=600)
+    stdout, stderr = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, stderr[-3000:]
     summary = _summary(stdout)
     assert summary["finished"] and summary["step"] == 16 and summary["world_size"] == 2
