@@ -4,6 +4,8 @@ Layout (docs/contracts.md): ``{run.dir}/phase{p}/checkpoints/step-{step:09d}/`` 
 files of every rank), ``loader-rank{r}.json``, ``rng-rank{r}.json``, ``trainer.json``, ``config.yaml``,
 ``model.pt`` and, written last by rank 0 after a barrier, ``COMMITTED`` (a JSON list of every file and its
 size, so a truncated file is named on load). Readers ignore directories without ``COMMITTED``.
+
+``load`` resumes on any number of ranks for ZeRO stages 0-2 (``reshard``), each rank reading only the files it needs.
 """
 
 from __future__ import annotations
