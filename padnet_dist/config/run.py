@@ -10,6 +10,7 @@ DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "gloo", "nccl")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _NCCL_NAME = re.compile(r"^NCCL_[A-Z0-9_]+$")
+ON_RESIZE = ("keep_global_batch", "keep_grad_accum")
 
 
 @dataclass(kw_only=True)
@@ -91,6 +92,9 @@ class RunConfig:
 
     dir: str = "runs/default"
     resume: str = "auto"  # auto: newest committed checkpoint of this run and phase; never; or a checkpoint URL
+    # resuming on another number of ranks: keep_global_batch adjusts optim.grad_accum_steps so that batch x accumulation
+    # x ranks stays the checkpoint's; keep_grad_accum keeps the configured accumulation (the global batch changes)
+    on_resize: str = "keep_global_batch"
     keep_last: int = 3
     checkpoint_every_steps: int = 500
     # true: training goes on while a checkpoint is written and uploaded (it stops only for an in-memory snapshot,
@@ -106,6 +110,8 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.on_resize not in ON_RESIZE:
+            raise ValueError(f"run.on_resize='{self.on_resize}' is not one of {', '.join(ON_RESIZE)}")
         if self.keep_last < 1:
             raise ValueError("run.keep_last must be >= 1")
         if self.log_upload_every_s < 0:

@@ -7,6 +7,8 @@ files of every rank: the only copy of the weights), ``loader-rank{r}.json``, ``r
 directories without ``COMMITTED``. Saving is two steps: ``take_snapshot`` (a collective, in memory, the only part
 training waits for) and ``publish`` (write, verify, agree, commit, prune; run in the background by
 ``train.uploader.CheckpointUploader``). The fp32 weights for inference are derived on demand (``train.weights``).
+
+``load`` resumes on any number of ranks for ZeRO stages 0-2 (``reshard``), each rank reading only the files it needs.
 """
 
 from __future__ import annotations
@@ -75,6 +77,18 @@ def is_committed(ckpt_url: str, storage) -> bool:
 def committed_step(ckpt_url: str, storage) -> int:
     """The training step a committed checkpoint was taken after (from its ``COMMITTED`` marker)."""
     return int(_read_json(join_url(ckpt_url, COMMIT_MARKER), storage)["step"])
+
+
+def committed_epoch(ckpt_url: str, storage) -> int:
+    """The epoch the step after a committed checkpoint belongs to (``trainer.json``)."""
+    return int(_read_json(join_url(ckpt_url, "trainer.json"), storage)["epoch"])
+
+
+def read_loader_state(ckpt_url: str, world: World, storage) -> dict[str, Any]:
+    """The loader state this rank continues from: its own, or on a larger world rank ``rank % saved ranks``'s (the
+    ranks of a job consume batches in lockstep, so any saved rank's state tells where the epoch stands)."""
+    source = world.rank % saved_world_size(ckpt_url, storage)
+    return _read_json(join_url(ckpt_url, f"loader-rank{source}.json"), storage)
 
 
 def resolve_resume(resume: str, phase_dir_url: str, storage) -> str | None:
@@ -318,47 +332,97 @@ def abort_unfinished_uploads(phase_dir_url: str, storage) -> int:
     return storage.abort_multipart_uploads(join_url(phase_dir_url, "checkpoints"))
 
 
-def load(engine, *, ckpt_url: str, model_cfg: ModelConfig, world: World, storage) -> TrainerState:
-    """Restore engine, loader and RNG state of this rank from a committed checkpoint (a collective).
+def saved_world_size(ckpt_url: str, storage) -> int:
+    """How many ranks wrote a committed checkpoint (``trainer.json``)."""
+    return int(_read_json(join_url(ckpt_url, "trainer.json"), storage)["world_size"])
 
-    Refuses a checkpoint written by another number of ranks or of a network other than ``model_cfg``.
+
+def check_resumable(ckpt_url: str, *, zero_stage: int, world: World, storage) -> None:
+    """Refuse, in one line with the way out, a checkpoint this job cannot continue: ZeRO-3 state of another world
+    size (its parameters are partitioned by DeepSpeed itself; we re-shard stages 0-2 only)."""
+    saved_ranks = saved_world_size(ckpt_url, storage)
+    saved_stage = read_config(ckpt_url, storage).engine.zero_stage
+    if saved_ranks != world.world_size and 3 in (saved_stage, zero_stage):
+        raise UserError(
+            f"checkpoint {ckpt_url} (ZeRO stage {saved_stage}, {saved_ranks} ranks) cannot be resumed on "
+            f"{world.world_size} ranks with ZeRO stage {zero_stage}: ZeRO-3 state is re-sharded only by DeepSpeed on "
+            f"the same world size; resume on {saved_ranks} ranks, or use engine.zero_stage=0, 1 or 2 on both sides"
+        )
+    if saved_stage != zero_stage and 3 in (saved_stage, zero_stage):
+        raise UserError(
+            f"checkpoint {ckpt_url} was saved with engine.zero_stage={saved_stage}: resume with the same stage "
+            "(stages 0, 1 and 2 convert into each other; 3 does not)"
+        )
+
+
+def load(engine, *, ckpt_url: str, model_cfg: ModelConfig, world: World, storage) -> TrainerState:
+    """Restore engine, loader and RNG state of this rank from a committed checkpoint.
+
+    Any world size for ZeRO stages 0-2 (``reshard``: each rank reads the module file and only the saved ZeRO
+    partitions that hold its own partition's parameters; no collective); DeepSpeed's own loader for ZeRO-3 and
+    fp16 on the saved world size (a collective). A rank beyond the saved ones takes the loader and RNG state of
+    rank ``rank % saved_world_size`` (the loader continues the epoch elastically, see ``ShardLoader``).
+    Refuses a network other than ``model_cfg`` and what ``check_resumable`` refuses.
     """
     from padnet_dist.train import engine as seam
+    from padnet_dist.train.reshard import read_full_state
 
     trainer = _read_json(join_url(ckpt_url, "trainer.json"), storage)
-    if trainer.get("world_size") != world.world_size:
-        raise UserError(
-            f"checkpoint {ckpt_url} was written by {trainer.get('world_size')} ranks, this run has "
-            f"{world.world_size}: resume with the same number of ranks or start a new run.dir"
-        )
+    saved_ranks = int(trainer["world_size"])
     check_model_matches(ckpt_url, model_cfg, storage)
+    zero_stage = seam.zero_stage_of(engine)
+    check_resumable(ckpt_url, zero_stage=zero_stage, world=world, storage=storage)
+    saved_stage = read_config(ckpt_url, storage).engine.zero_stage
     remote = is_s3(ckpt_url)
     staging = Path(tempfile.mkdtemp(prefix="padnet-resume-")) if remote else Path(local_path(ckpt_url))
+    expected = _committed_files(ckpt_url, storage)
+    digests = _read_json(join_url(ckpt_url, COMMIT_MARKER), storage).get("sha256", {})
+    verified: set[str] = set()
+
+    def fetch(name: str) -> Path:
+        """The local path of engine file ``name``, downloaded if remote, its size and SHA-256 checked once."""
+        rel = f"{seam.ENGINE_TAG}/{name}"
+        target = staging / rel
+        if rel in verified:
+            return target
+        if remote and rel in expected and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            storage.get_file(join_url(ckpt_url, rel), str(target))
+        actual = target.stat().st_size if target.exists() else -1
+        if rel not in expected or actual != expected[rel]:
+            raise UserError(_truncated(join_url(ckpt_url, rel), actual, expected.get(rel, 0)))
+        if rel in digests and _sha256_file(target) != digests[rel]:
+            raise UserError(f"checkpoint file {join_url(ckpt_url, rel)} is corrupt (SHA-256 differs from "
+                            f"{COMMIT_MARKER}'s): resume from another checkpoint (run.resume=URL)")  # fmt: skip
+        verified.add(rel)
+        return target
+
     try:
-        expected = _committed_files(ckpt_url, storage)
-        digests = _read_json(join_url(ckpt_url, COMMIT_MARKER), storage).get("sha256", {})
-        for rel, size in sorted(expected.items()):
-            if not rel.startswith(seam.ENGINE_TAG + "/"):
-                continue
-            target = staging / rel
-            if remote:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                storage.get_file(join_url(ckpt_url, rel), str(target))
-            actual = target.stat().st_size if target.exists() else -1
-            if actual != size:
-                raise UserError(_truncated(join_url(ckpt_url, rel), actual, size))
-            if rel in digests and _sha256_file(target) != digests[rel]:
-                raise UserError(f"checkpoint file {join_url(ckpt_url, rel)} is corrupt (SHA-256 differs from "
-                                f"{COMMIT_MARKER}'s): resume from another checkpoint (run.resume=URL)")  # fmt: skip
-        seam.load_engine_state(engine, staging)
+        if zero_stage == 3 or (
+            seam.uses_fp16(engine) and saved_ranks == world.world_size and saved_stage == zero_stage
+        ):
+            for rel in sorted(expected):
+                if rel.startswith(seam.ENGINE_TAG + "/"):
+                    fetch(rel.split("/", 1)[1])
+            seam.load_engine_state(engine, staging)
+        else:
+            state = read_full_state(
+                fetch,
+                saved_world_size=saved_ranks,
+                saved_zero_stage=saved_stage,
+                trained_names=seam.trained_parameter_names(engine),
+                needed=seam.owned_parameter_names(engine, zero_stage),
+            )
+            seam.load_full_state(engine, state, zero_stage)
     finally:
         if remote:
             shutil.rmtree(staging, ignore_errors=True)
+    source = world.rank % saved_ranks
     return TrainerState(
         step=int(trainer["step"]),
         epoch=int(trainer["epoch"]),
-        loader_state=_read_json(join_url(ckpt_url, f"loader-rank{world.rank}.json"), storage),
-        rng_state=_read_json(join_url(ckpt_url, f"rng-rank{world.rank}.json"), storage),
+        loader_state=_read_json(join_url(ckpt_url, f"loader-rank{source}.json"), storage),
+        rng_state=_read_json(join_url(ckpt_url, f"rng-rank{source}.json"), storage),
     )
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from padnet_dist.config import Config, EngineConfig
 from padnet_dist.distributed import join_process_group
 from padnet_dist.errors import UserError
+from padnet_dist.train.reshard import MOMENTUM, FullState
 from padnet_dist.world import World
 
 ENGINE_TAG = "engine"  # the sub-directory of a checkpoint holding DeepSpeed's files
@@ -266,6 +267,75 @@ def load_engine_state(engine, local_dir: Path) -> None:
         raise UserError(f"DeepSpeed state in {local_dir / ENGINE_TAG} cannot be loaded: {e}".splitlines()[0]) from None
     if path is None:
         raise UserError(f"no DeepSpeed state in {local_dir / ENGINE_TAG}: the checkpoint is incomplete")
+
+
+def zero_stage_of(engine) -> int:
+    return int(engine.zero_optimization_stage())
+
+
+def uses_fp16(engine) -> bool:
+    return bool(engine.fp16_enabled())
+
+
+def trained_parameter_names(engine) -> list[str]:
+    """Names of the parameters the optimizer trains, in its order."""
+    return [name for name, p in engine.module.named_parameters() if p.requires_grad]
+
+
+def owned_parameter_names(engine, zero_stage: int) -> list[str]:
+    """The trained parameters whose master weights and momentum this rank holds: a slice of each, under ZeRO-1/2
+    (its partition); all of them without ZeRO."""
+    if zero_stage == 0:
+        return trained_parameter_names(engine)
+    return [
+        name
+        for name, p in engine.module.named_parameters()
+        if p.requires_grad and getattr(p, "_hp_mapping", None) is not None
+    ]
+
+
+def load_full_state(engine, state: FullState, zero_stage: int) -> None:
+    """Put a world-size-independent ``state`` (``reshard.read_full_state``) into this rank's engine, ZeRO 0-2.
+
+    The module gets every weight and buffer; the optimizer this rank's share of the fp32 master weights and
+    momentum, through DeepSpeed's fragment API (``safe_set_full_fp32_param``/``safe_set_full_optimizer_state``).
+    Local: no collective. Exact: the same values bit for bit as the saving ranks held.
+    """
+    engine.module.load_state_dict(state.module)
+    named = dict(engine.module.named_parameters())
+    if zero_stage == 0:
+        optimizer = engine.optimizer
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise UserError(f"engine.zero_stage=0 with {type(optimizer).__name__}: resume with the saved world size")
+        for name, value in state.momentum.items():
+            optimizer.state[named[name]][MOMENTUM] = value.to(named[name].device, dtype=torch.float32).clone()
+    else:
+        from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
+        from deepspeed.utils.mixed_precision_linkage import lazy_init_hp_params_optimizer_state
+
+        zero = engine.optimizer
+        if state.momentum:
+            # SGD creates its momentum at the first step; create it now so that the fragments have a home
+            for group, flat in enumerate(zero.single_partition_of_fp32_groups):
+                zero.optimizer.state[flat].setdefault(MOMENTUM, torch.zeros_like(flat))
+                lazy_init_hp_params_optimizer_state(zero.bit16_groups[group], flat, zero.optimizer.state)
+        for name in owned_parameter_names(engine, zero_stage):
+            safe_set_full_fp32_param(named[name], state.master[name].to(named[name].device))
+            if name in state.momentum:
+                safe_set_full_optimizer_state(named[name], state.momentum[name].to(named[name].device), MOMENTUM)
+    for key, value in state.counters.items():
+        setattr(engine, key, value)
+
+
+def full_optimizer_state(engine, zero_stage: int) -> dict[str, torch.Tensor]:
+    """SGD's momentum of every trained parameter, whole, on CPU (a collective under ZeRO-1/2). For checks."""
+    named = dict(engine.module.named_parameters())
+    if zero_stage == 0:
+        return {n: engine.optimizer.state[named[n]][MOMENTUM].detach().cpu().clone()
+                for n in trained_parameter_names(engine) if MOMENTUM in engine.optimizer.state[named[n]]}  # fmt: skip
+    from deepspeed.utils import safe_get_full_optimizer_state
+
+    return {n: safe_get_full_optimizer_state(named[n], MOMENTUM).cpu() for n in trained_parameter_names(engine)}
 
 
 def fp32_state_dict_from_zero_files(local_dir: Path) -> dict[str, torch.Tensor]:

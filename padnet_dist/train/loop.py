@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -52,7 +54,7 @@ def train(cfg: Config, world: World, *, hooks: TrainHooks | None = None) -> dict
         # for another, so the job ends at once and an afterok dependency on it fires.
         stop.restore()
         return plan.summary(world, step=plan.resumed_step, checkpoint_url=plan.resume_url)
-    trainer = Trainer(cfg, world, plan, hooks=hooks if hooks is not None else TrainHooks(), stop=stop)
+    trainer = Trainer(plan.cfg, world, plan, hooks=hooks if hooks is not None else TrainHooks(), stop=stop)
     return trainer.fit()
 
 
@@ -60,6 +62,7 @@ def train(cfg: Config, world: World, *, hooks: TrainHooks | None = None) -> dict
 class PhasePlan:
     """What a phase starts from and how long it runs, settled before any rank waits for another."""
 
+    cfg: Config  # as run: optim.grad_accum_steps adjusted when resuming on another world size (run.on_resize)
     phase: int
     phase_cfg: PhaseConfig
     phase_dir: str
@@ -67,10 +70,18 @@ class PhasePlan:
     resume_url: str | None  # the committed checkpoint this phase continues, or None
     init_url: str | None  # phase 1's checkpoint a fresh phase 2 starts from, or None
     resumed_step: int  # the step resume_url holds; -1 without one
-    loader: Any
-    steps_per_epoch: int
+    loader: Any  # resumed to the checkpoint's position already
+    steps_per_epoch: int  # of a whole epoch with this run's geometry
+    first_epoch: int  # the epoch this run starts in
+    first_epoch_end: int  # the step that ends it (a resumed epoch may have fewer steps left than a whole one)
     total_steps: int  # of the whole phase
     stop_step: int  # where this run stops: total_steps or run.max_steps
+
+    def epoch_at(self, step: int) -> int:
+        """The epoch optimiser step ``step`` (0-based) belongs to."""
+        if step < self.first_epoch_end:
+            return self.first_epoch
+        return self.first_epoch + 1 + (step - self.first_epoch_end) // self.steps_per_epoch
 
     def summary(self, world: World, *, step: int, checkpoint_url: str | None, **extra: Any) -> dict[str, Any]:
         out = {"phase": self.phase, "step": step, "total_steps": self.total_steps,
@@ -98,6 +109,20 @@ def plan_phase(cfg: Config, world: World) -> PhasePlan:
 
     pin_memory = cfg.data.pin_memory and choose_device(cfg.engine, world).type == "cuda"
     loader = build_train_loader(cfg.data, world, storage_cfg=cfg.storage, pin_memory=pin_memory)
+    resumed_step, first_epoch = -1, 0
+    if resume_url is not None:
+        checkpoint.check_resumable(resume_url, zero_stage=cfg.engine.zero_stage, world=world, storage=storage)
+        cfg, resize_message = _accumulation_for(cfg, resume_url, world, storage)
+        resumed_step = checkpoint.committed_step(resume_url, storage)
+        first_epoch = checkpoint.committed_epoch(resume_url, storage)
+        try:
+            loader.load_state_dict(checkpoint.read_loader_state(resume_url, world, storage))
+        except ValueError as e:
+            raise UserError(f"checkpoint {resume_url}: {e}") from None
+        if resize_message and world.is_main:
+            left = loader.num_batches_left if loader.epoch == first_epoch else len(loader)
+            print(f"{resize_message}; epoch {first_epoch} continues with {left} batches per rank", file=sys.stderr,
+                  flush=True)  # fmt: skip
     accum = cfg.optim.grad_accum_steps
     steps_per_epoch = len(loader) // accum
     if steps_per_epoch < 1:
@@ -105,17 +130,24 @@ def plan_phase(cfg: Config, world: World) -> PhasePlan:
             f"one epoch has {len(loader)} batches per rank, fewer than optim.grad_accum_steps={accum}: "
             "use more data, fewer ranks or a smaller data.batch_size"
         )
-    total_steps = steps_per_epoch * phase_cfg.epochs
+    first_epoch_end = steps_per_epoch
+    if resume_url is not None:
+        left = loader.num_batches_left if loader.epoch == first_epoch else len(loader)
+        first_epoch_end = resumed_step + left // accum
+    total_steps = first_epoch_end + steps_per_epoch * (phase_cfg.epochs - first_epoch - 1)
     return PhasePlan(
+        cfg=cfg,
         phase=phase,
         phase_cfg=phase_cfg,
         phase_dir=phase_dir,
         storage=storage,
         resume_url=resume_url,
         init_url=init_url,
-        resumed_step=checkpoint.committed_step(resume_url, storage) if resume_url is not None else -1,
+        resumed_step=resumed_step,
         loader=loader,
         steps_per_epoch=steps_per_epoch,
+        first_epoch=first_epoch,
+        first_epoch_end=first_epoch_end,
         total_steps=total_steps,
         stop_step=min(total_steps, cfg.run.max_steps) if cfg.run.max_steps else total_steps,
     )
@@ -162,11 +194,7 @@ class Trainer:
             state = checkpoint.load(
                 self.engine, ckpt_url=plan.resume_url, model_cfg=cfg.model, world=world, storage=plan.storage
             )
-            self.step = state.step
-            try:
-                self.loader.load_state_dict(state.loader_state)
-            except ValueError as e:
-                raise UserError(f"checkpoint {plan.resume_url}: {e}") from None
+            self.step = state.step  # the loader was resumed by plan_phase
             set_rng_state(state.rng_state)
         self.saved_step = self.step if plan.resume_url is not None else -1
         self.first_step = self.step
@@ -203,15 +231,21 @@ class Trainer:
                    schedule=cfg.optim.schedule, warmup_steps=cfg.optim.warmup_steps,
                    poly_power=cfg.optim.poly_power)  # fmt: skip
         seam.set_lr(self.optimizer, lr)
-        logging_step = (self.step + 1) % cfg.run.log_every_steps == 0 or self.step + 1 == self.plan.stop_step
+        logging_step = (
+            (self.step + 1) % cfg.run.log_every_steps == 0 or self.step + 1 == self.plan.stop_step
+            or cfg.data.log_sample_keys
+        )  # fmt: skip
         data_wait_s = compute_s = comm_s = 0.0
         terms: dict[str, torch.Tensor] = {}
+        sample_keys: list[str] = []
         for _ in range(accum):
             t0 = time.perf_counter()
             batch = next(batches, None)
             if batch is None:
                 raise UserError(f"the loader ended epoch {epoch} early: its len() ({len(self.loader)}) is wrong")
             t1 = time.perf_counter()
+            if cfg.data.log_sample_keys:
+                sample_keys += [k for k, valid in zip(batch["keys"], batch["valid"].tolist()) if valid]
             rgb = batch["rgb"].to(self.device, non_blocking=True)  # non-blocking from pinned memory (cuda)
             if self.gpu["channels_last"]:
                 rgb = rgb.contiguous(memory_format=torch.channels_last)
@@ -248,6 +282,7 @@ class Trainer:
                     "time": time.time(),
                     **({"comm_s": comm_s} if cfg.engine.comm_timing else {}),
                     **self._device_figures(data_wait_s + compute_s),
+                    **({"samples": sample_keys} if cfg.data.log_sample_keys else {}),
                 }
             )
         self.logger.advance()
@@ -270,10 +305,10 @@ class Trainer:
         started = time.perf_counter()
         self.engine.train()
         while self.step < plan.stop_step and not stop.agreed:
-            epoch = self.step // plan.steps_per_epoch
+            epoch = plan.epoch_at(self.step)
             self.loader.set_epoch(epoch)  # a no-op mid-epoch: a resumed loader yields the rest of its restored epoch
             batches = iter(self.loader)
-            while self.step < plan.stop_step and self.step // plan.steps_per_epoch == epoch and not stop.agreed:
+            while self.step < plan.stop_step and plan.epoch_at(self.step) == epoch and not stop.agreed:
                 self.train_step(batches, epoch)
                 if every and self.step % every == 0:
                     self.save_checkpoint()
@@ -282,8 +317,8 @@ class Trainer:
                 # should_stop() first: it may be a collective, so no rank may skip it by short-circuiting.
                 stop.agreed = any_rank(self.hooks.should_stop() or stop.requested)
 
-            epochs_done = self.step // plan.steps_per_epoch
-            if self.step % plan.steps_per_epoch == 0 and _eval_due(self.cfg, epochs_done, plan.phase_cfg.epochs):
+            epochs_done = plan.epoch_at(self.step)
+            if epochs_done > epoch and _eval_due(self.cfg, epochs_done, plan.phase_cfg.epochs):
                 self.evaluate()
                 # a signal or a launcher's stop during evaluation stops before the next epoch; an agreement already
                 # reached stays (it is the same on every rank, so should_stop() is still called everywhere)
@@ -296,6 +331,7 @@ class Trainer:
         self.finish_upload(final=True)
         self.uploader.close()
         self.logger.close(self.storage)
+        self.loader.close()
         # Sync point: no rank returns (and exits) before rank 0 has written COMMITTED; srun --kill-on-bad-exit
         # would otherwise stop rank 0 mid-commit as soon as another rank exited 75.
         barrier()
@@ -328,7 +364,7 @@ class Trainer:
         url = checkpoint.checkpoint_url(self.plan.phase_dir, self.step)
         state = checkpoint.TrainerState(
             step=self.step,
-            epoch=self.step // self.plan.steps_per_epoch,
+            epoch=self.plan.epoch_at(self.step),
             loader_state=self.loader.state_dict(),
             rng_state=rng_state(),
         )
@@ -368,6 +404,39 @@ class Trainer:
 
     def evaluate(self) -> None:
         _evaluate(self.engine, self.cfg, self.world, self.device, self.logger, self.step)
+
+
+def _accumulation_for(cfg: Config, resume_url: str, world: World, storage) -> tuple[Config, str]:
+    """``cfg`` with the gradient accumulation a resume on another world size runs with (``run.on_resize``), and
+    the line that says so ("" when the world size is the saved one).
+
+    ``keep_global_batch`` (default): ``optim.grad_accum_steps`` so that batch x accumulation x ranks equals the
+    checkpoint's global batch, so every optimiser step sees as many samples as before and the learning rate,
+    momentum and the schedule's length in steps stay what they were tuned for. ``keep_grad_accum``: the configured
+    accumulation; the global batch changes.
+    """
+    saved_ranks = checkpoint.saved_world_size(resume_url, storage)
+    if saved_ranks == world.world_size:
+        return cfg, ""
+    saved = checkpoint.read_config(resume_url, storage)
+    saved_global = saved.data.batch_size * saved.optim.grad_accum_steps * saved_ranks
+    per_step = cfg.data.batch_size * world.world_size
+    accum = cfg.optim.grad_accum_steps
+    if cfg.run.on_resize == "keep_global_batch":
+        if saved_global % per_step:
+            raise UserError(
+                f"run.on_resize=keep_global_batch: the checkpoint's global batch of {saved_global} samples is not "
+                f"data.batch_size={cfg.data.batch_size} x {world.world_size} ranks x an accumulation: choose a "
+                f"data.batch_size that divides {saved_global // math.gcd(saved_global, world.world_size)}, or set "
+                "run.on_resize=keep_grad_accum to change the global batch"
+            )
+        accum = saved_global // per_step
+    message = (
+        f"resuming {resume_url} of {saved_ranks} ranks on {world.world_size}: global batch {saved_global} -> "
+        f"{per_step * accum} samples (data.batch_size={cfg.data.batch_size} x optim.grad_accum_steps={accum} x "
+        f"{world.world_size} ranks, run.on_resize={cfg.run.on_resize})"
+    )
+    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, grad_accum_steps=accum)), message
 
 
 def _announce_config(config_yaml: str, url: str, storage) -> None:
