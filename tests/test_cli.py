@@ -54,6 +54,7 @@ REQUIRED_OPTIONS = {
     "report": ["runs/x"],  # RUN_DIR: the one positional that is not key=value
     "check-data": [],
     "pipeline": ["--backend", "local"],
+    "sweep": ["--rows", "r.yaml"],
 }
 
 

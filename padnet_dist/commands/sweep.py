@@ -28,7 +28,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise SystemExit("--seeds must be >= 1")
+    rows, overrides = split_rows(args.rows, args.overrides)
     return run_sweep(
-        table=args.table, row_files=args.rows, config_files=args.config, overrides=args.overrides,
+        table=args.table, row_files=rows, config_files=args.config, overrides=overrides,
         backend=args.backend, num_seeds=args.seeds, parallel=args.parallel,
     )  # fmt: skip
+
+
+def split_rows(rows: list[str], overrides: list[str]) -> tuple[list[str], list[str]]:
+    """``--rows a.yaml b.yaml k=v``: argparse gives ``k=v`` to ``--rows``; it is an override (files end in .yaml)."""
+    is_override = [("=" in r and not r.endswith((".yaml", ".yml"))) for r in rows]
+    return [r for r, o in zip(rows, is_override) if not o], [*overrides, *(r for r, o in zip(rows, is_override) if o)]

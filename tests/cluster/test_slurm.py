@@ -47,7 +47,10 @@ TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "
 JOB_TIMEOUT_S = 600.0
 # 16 samples over 2 ranks of batch 2: 4 steps per epoch, 3 epochs. Two workers per rank, as real presets have.
 STEPS_PER_EPOCH, NUM_STEPS = 4, 12
-PHASE1 = ("phases.phase1.epochs=3", "run.checkpoint_every_steps=2", "data.num_workers=2")
+# Synchronous saves: the signal test stops right after the first commit (step 2) is visible, i.e. mid-epoch at step 3;
+# an asynchronous commit can become visible a step or two later, at an epoch boundary (async saves are tested in
+# tests/train/test_checkpoint_async.py and through Slurm in tests/pipeline/test_pipeline_slurm.py).
+PHASE1 = ("phases.phase1.epochs=3", "run.checkpoint_every_steps=2", "data.num_workers=2", "run.async_checkpoints=false")
 
 
 def _job_env(cluster: LocalSlurmCluster, **extra: str) -> dict[str, str]:

@@ -75,3 +75,12 @@ def test_markdown_and_csv_carry_ours_spread_and_the_paper() -> None:
     assert float(parsed[0]["semantic.miou"]) == pytest.approx(0.32)
     assert float(parsed[0]["semantic.miou.paper"]) == 0.291
     assert parsed[1]["semantic.miou.std"] == ""  # one seed: no spread
+
+
+def test_overrides_after_rows_are_overrides() -> None:
+    from padnet_dist.commands.sweep import split_rows
+
+    assert split_rows(["a.yaml", "data.seed=3", "b.yml"], ["run.dir=x"]) == (
+        ["a.yaml", "b.yml"],
+        ["run.dir=x", "data.seed=3"],
+    )
