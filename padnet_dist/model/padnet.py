@@ -131,8 +131,8 @@ class PADNet(nn.Module):
         """Kaiming-normal (fan_out, ReLU) convolutions with zero bias, BN at identity; the backbone keeps its own.
 
         The score convolutions (intermediate heads and decoders) are linear outputs, not followed by a ReLU: they
-        get ``init_score_conv`` instead, so every prediction starts near 0 (logits near uniform, normals and depth
-        near their bias) rather than at the several units of spread a ReLU-gain init gives a 1-3 channel output. The
+        get ``init_score_conv`` instead, so every prediction starts within about one unit of its bias rather than at the
+        several units of spread a ReLU-gain fan_out init gives a 1-3 channel output. The
         depth score convolutions' bias is ``depth_init`` (in the depth target's unit).
         """
         for name, module in self.named_modules():
