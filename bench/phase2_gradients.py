@@ -58,7 +58,8 @@ def main() -> None:
         if name == "total":
             continue
         grads = torch.autograd.grad(getattr(cfg.loss, name) * loss, params, retain_graph=True, allow_unused=True)
-        print(f"{name:16s}{float(loss.detach()):10.3f}{_norm(list(grads)):14.2f}{_norm(list(grads[:num_frontend])):11.2f}")
+        every, front = _norm(list(grads)), _norm(list(grads[:num_frontend]))
+        print(f"{name:16s}{float(loss.detach()):10.3f}{every:14.2f}{front:11.2f}")
 
 
 if __name__ == "__main__":
