@@ -39,7 +39,7 @@ demo: $(STAMP)
 	$(BIN)/python -m padnet_dist.demo
 
 bench: $(STAMP)
-	for script in bench/model_cost.py bench/loader_throughput.py bench/train_overhead.py bench/checkpoint_block.py; do \
+	for script in bench/model_cost.py bench/loader_throughput.py bench/train_overhead.py bench/checkpoint_block.py bench/scaling.py; do \
 		echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:

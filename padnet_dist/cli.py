@@ -32,6 +32,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "official Cityscapes pixel-level evaluation of a folder",
     ),
     "export": ("padnet_dist.commands.export", "export a checkpoint as a consolidated fp32 state dict"),
+    "check-data": ("padnet_dist.commands.check_data", "check that a config's shards are readable and fit its model"),
+    "pipeline": (
+        "padnet_dist.commands.pipeline",
+        "run both phases, their evaluations and the report as jobs on a backend (local, slurm, ray)",
+    ),
+    "sweep": (
+        "padnet_dist.commands.sweep",
+        "reproduce a paper table (1, 2, 6): a pipeline run per ablation row and seed, then the table",
+    ),
+    "status": ("padnet_dist.commands.status", "show the jobs of a pipeline run: state, ids, durations, metrics"),
+    "report": ("padnet_dist.commands.report", "write a run's report.html and report.json (metrics, curves, panels)"),
 }
 
 

@@ -50,14 +50,24 @@ def any_rank(flag: bool) -> bool:
     return max_over_ranks(1 if flag else 0) > 0
 
 
-def gather_objects(obj: Any) -> list[Any]:
-    """Every rank's picklable ``obj``, indexed by rank, on every rank."""
-    size = _group_size()
+def gather_objects(obj: Any, group: Any = None) -> list[Any]:
+    """Every rank's picklable ``obj``, indexed by rank, on every rank (of ``group``, default: all ranks)."""
+    size = _group_size() if group is None else dist.get_world_size(group)
     if size == 1:
         return [obj]
     out: list[Any] = [None] * size
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=group)
     return out
+
+
+def side_group(timeout_s: float = 7200.0) -> Any:
+    """A second group of all ranks over gloo, for the collectives of one background thread (collectives of two
+    threads on one group would interleave); None without a group of more than one rank. A collective."""
+    if _group_size() == 1:
+        return None
+    import datetime
+
+    return dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
 
 
 def barrier() -> None:

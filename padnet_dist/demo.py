@@ -1,8 +1,10 @@
-"""`make demo`: the main job end to end on the embedded default.
+"""`make demo`: the main path end to end, through the coordinator, on this machine.
 
-Synthetic shards in a local directory, two local CPU ranks, phase 1 (front end + scene parsing), phase 2
-(the whole network, initialised from phase 1), then evaluation of both phases. Re-running resumes: finished
-shards and committed checkpoints are reused, so a second run only re-evaluates.
+Synthetic shards in a local directory (written once), then ``padnet-dist pipeline --backend local`` on
+``configs/demo.yaml``: data check, phase 1 (front end + scene parsing) and phase 2 (the whole network, from phase 1)
+on two local CPU ranks, the evaluation of each phase on the held-out split, and the report. The last line printed is
+``report: <path of report.html>``. Re-running continues the run from ``runs/demo/run/pipeline.json``: finished jobs
+are kept, so a second ``make demo`` only re-prints the report's path.
 """
 
 from __future__ import annotations
@@ -25,43 +27,57 @@ def _step(title: str, argv: list[str]) -> None:
     start = time.monotonic()
     code = cli(argv)
     if code:
-        print(f"demo: '{title}' failed with exit code {code}", file=sys.stderr)
+        print(f"demo: '{title}' ended with exit code {code}", file=sys.stderr)
         sys.exit(code)
     print(f"-- {title}: {time.monotonic() - start:.0f} s", flush=True)
 
 
-def _shard_args(split: str, num: int, seed: int, per_shard: int, out: Path) -> list[str]:
-    size = ["--height", str(HEIGHT), "--width", str(WIDTH)]
-    return ["shard", "synthetic", "--num", str(num), *size, "--seed", str(seed), "--scene", "room", "--split", split,
-            "--out", str(out), "--samples-per-shard", str(per_shard)]  # fmt: skip
+def _shards(split: str, num: int, seed: int, per_shard: int, out: Path) -> None:
+    if (out / f"{split}.manifest.json").exists():  # the manifest is written last: the split is complete
+        print(f"== synthetic shards ({split}): reusing {out / f'{split}.manifest.json'}", flush=True)
+        return
+    argv = ["shard", "synthetic", "--num", str(num), "--height", str(HEIGHT), "--width", str(WIDTH), "--seed",
+            str(seed), "--scene", "room", "--split", split, "--out", str(out), "--samples-per-shard", str(per_shard)]  # fmt: skip
+    _step(f"synthetic shards ({split})", argv)
 
 
-def _newest_metrics(phase_dir: Path) -> dict:
-    files = sorted((phase_dir / "checkpoints").glob("step-*/metrics.json"))
-    return json.loads(files[-1].read_text()) if files else {}
+def _summary(run_dir: Path) -> list[str]:
+    """The held-out numbers of each phase's final checkpoint, from pipeline.json."""
+    jobs = json.loads((run_dir / "pipeline.json").read_text())["jobs"]
+    lines = []
+    for prefix, model in (("", "PAD-Net"), ("baseline-", "front-end baseline")):
+        for phase, outputs in ((1, "after phase 1"), (2, "final")):
+            step = jobs.get(f"{prefix}phase{phase}", {}).get("step")
+            metrics = jobs.get(f"{prefix}eval-phase{phase}-step-{step or 0:09d}", {}).get("metrics")
+            if not metrics:
+                continue
+            nan = float("nan")
+            text = f"{model}, {outputs}: mIoU {metrics.get('semantic', {}).get('miou', nan):.3f}"
+            if "depth" in metrics:
+                text += f", depth rel {metrics['depth'].get('rel', nan):.3f}"
+            lines.append(text)
+    return lines
 
 
 def main() -> None:
+    start = time.monotonic()
     shards, run_dir = OUT / "shards", OUT / "run"
-    common = [
+    _shards("train", 96, 0, 16, shards)
+    _shards("val", 24, 1, 8, shards)
+    overrides = [
         f"data.train_manifest={shards}/train.manifest.json",
         f"data.val_manifest={shards}/val.manifest.json",
         f"run.dir={run_dir}",
+        "pipeline.poll_every_s=1",
     ]
-    _step("synthetic shards (train)", _shard_args("train", 96, 0, 16, shards))
-    _step("synthetic shards (val)", _shard_args("val", 24, 1, 8, shards))
-    for phase, title in ((1, "front end + scene parsing"), (2, "the whole network, from phase 1")):
-        train = ["train", "--config", CONFIG, "--nproc", "2", f"phase={phase}", *common]
-        _step(f"phase {phase}: {title}, 2 ranks", train)
-        _step(f"evaluation of phase {phase}", ["eval", "--checkpoint", str(run_dir / f"phase{phase}")])
-    before, after = _newest_metrics(run_dir / "phase1"), _newest_metrics(run_dir / "phase2")
-    nan = float("nan")
-    print(f"\nphase 1, intermediate scene parsing: mIoU {before.get('semantic', {}).get('miou', nan):.3f}")
-    depth, semantic = after.get("depth", {}), after.get("semantic", {})
-    print(f"phase 2, final depth: rel {depth.get('rel', nan):.3f}, delta<1.25 {depth.get('delta1', nan):.3f}; "
-          f"final scene parsing: mIoU {semantic.get('miou', nan):.3f} (decoders start from random init in phase 2; "
-          "a demo-length schedule leaves them short of the intermediate head)")  # fmt: skip
-    print(f"demo done: shards in {shards}; checkpoints, logs, TensorBoard and metrics.json under {run_dir}")
+    _step("the pipeline: data check, phase 1, evaluation, phase 2, evaluation, report (2 local ranks)",
+          ["pipeline", "--config", CONFIG, *overrides, "--backend", "local"])  # fmt: skip
+    print("\nheld-out synthetic split (the report shows every evaluated checkpoint, curves and panels):")
+    for line in _summary(run_dir):
+        print(f"  {line}")
+    print(f"demo: {time.monotonic() - start:.0f} s; run state, logs, checkpoints under {run_dir}; "
+          f"`padnet-dist status {run_dir}` lists the jobs")  # fmt: skip
+    print(f"report: {run_dir / 'report.html'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,4 +22,12 @@ if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then
     export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"
 fi
 
-exec srun --kill-on-bad-exit=1 padnet-dist eval "$@"
+trap 'echo "padnet-dist: SIGTERM" >&2' TERM  # the shell outlives srun to record its exit
+srun --kill-on-bad-exit=1 padnet-dist eval "$@" && rc=0 || rc=$?
+# The pipeline's Slurm backend reads this record once slurmctld has forgotten the job, where there is no sacct.
+if [ -n "${PADNET_JOB_RECORD_DIR:-}" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+    record="$PADNET_JOB_RECORD_DIR/$SLURM_JOB_ID.exit.json"
+    printf '{"exit_code": %d, "restarts": %d, "ended_at": %d}\n' "$rc" "${SLURM_RESTART_COUNT:-0}" "$(date +%s)" \
+        >"$record.tmp" && mv "$record.tmp" "$record" || true
+fi
+exit "$rc"

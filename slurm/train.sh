@@ -52,4 +52,10 @@ if [ "$rc" -eq 75 ] && [ -n "${SLURM_JOB_ID:-}" ]; then  # 75: EXIT_INTERRUPTED,
             "not requeueing; resubmit the same command to resume" >&2
     fi
 fi
+# The pipeline's Slurm backend reads this record once slurmctld has forgotten the job, where there is no sacct.
+if [ -n "${PADNET_JOB_RECORD_DIR:-}" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+    record="$PADNET_JOB_RECORD_DIR/$SLURM_JOB_ID.exit.json"
+    printf '{"exit_code": %d, "restarts": %d, "ended_at": %d}\n' "$rc" "${SLURM_RESTART_COUNT:-0}" "$(date +%s)" \
+        >"$record.tmp" && mv "$record.tmp" "$record" || true
+fi
 exit "$rc"

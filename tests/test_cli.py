@@ -51,6 +51,9 @@ REQUIRED_OPTIONS = {
     "ray-train": ["--num-workers", "1"],
     "eval": ["--checkpoint", "c"],
     "predict": ["--checkpoint", "c", "--input", "i", "--out", "o"],
+    "report": ["runs/x"],  # RUN_DIR: the one positional that is not key=value
+    "check-data": [],
+    "pipeline": ["--backend", "local"],
 }
 
 

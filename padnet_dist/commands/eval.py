@@ -1,6 +1,6 @@
 """``padnet-dist eval``: score a checkpoint on a split, on the launcher's ranks or ``--nproc N`` local ones.
 
-The network comes from the checkpoint (its ``config.yaml`` and ``model.pt``). The other settings (which manifest,
+The network comes from the checkpoint (its ``config.yaml`` and weights). The other settings (which manifest,
 batch size, workers, device, storage endpoint) are the checkpoint's config with ``--config`` files and ``key=value``
 overrides applied on top, so ``padnet-dist eval --checkpoint URL`` alone evaluates on the run's own validation
 split. Rank 0 prints a table and writes ``{checkpoint}/metrics.json``. Depth is scored in the unit the checkpoint

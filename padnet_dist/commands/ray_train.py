@@ -1,15 +1,18 @@
 """``padnet-dist ray-train``: one phase with Ray Train on the Ray cluster this job runs on.
 
 Run it as the entrypoint of a Ray job (``cluster/ray_submit.sh``) or on a node of a running cluster. It prints
-rank 0's summary as one JSON line, as ``padnet-dist train`` does.
+rank 0's summary as one JSON line, as ``padnet-dist train`` does. Exit 75 (as ``train``): the ranks committed a
+checkpoint after SIGTERM and Ray had no restart left (``--max-failures``); submitting it again resumes there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from padnet_dist.config.cli_args import add_config_arguments, config_from_args
+from padnet_dist.pipeline.backend import EXIT_INTERRUPTED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,18 +47,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # validate before asking Ray for anything
-    from padnet_dist.launch.ray_train import run_on_ray
+    from padnet_dist.launch.ray_train import TrainingInterrupted, run_on_ray
 
-    summary = run_on_ray(
-        cfg,
-        num_workers=args.num_workers,
-        use_gpu=args.use_gpu,
-        cpus_per_worker=args.cpus_per_worker,
-        max_failures=args.max_failures,
-        max_preemption_failures=args.max_preemption_failures,
-        address=args.address,
-        name=args.name,
-        storage_path=args.storage_path,
-    )
+    try:
+        summary = run_on_ray(
+            cfg,
+            num_workers=args.num_workers,
+            use_gpu=args.use_gpu,
+            cpus_per_worker=args.cpus_per_worker,
+            max_failures=args.max_failures,
+            max_preemption_failures=args.max_preemption_failures,
+            address=args.address,
+            name=args.name,
+            storage_path=args.storage_path,
+        )
+    except TrainingInterrupted as e:
+        print(f"padnet-dist ray-train: {e}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     print(json.dumps(summary, default=str), flush=True)
     return 0

@@ -29,7 +29,13 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--target-shard-mb", type=float, default=1000.0, help="shard size aimed at when --samples-per-shard is unset"
     )
-    group.add_argument("--rgb-format", choices=sorted(RGB_FORMATS), default="png", help="png (lossless) or jpg")
+    group.add_argument(
+        "--rgb-format",
+        choices=sorted(RGB_FORMATS),
+        default="jpg",
+        help="jpg (default: JPEG q95 4:4:4, 4x smaller and 2.4x faster to decode than PNG, shards/README.md) or png "
+        "(lossless)",
+    )
     group.add_argument("--endpoint-url", default="", help="S3-compatible endpoint (default: the AWS environment)")
     group.add_argument("--region", default="", help="S3 region (default: the AWS environment)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -30,6 +30,7 @@ class DataConfig:
     batch_size: int = 8
     eval_batch_size: int = 1
     num_workers: int = 2
+    persistent_workers: bool = True  # training: keep the workers across epochs (no fork and warm-up per epoch)
     crop_height: int = 640
     crop_width: int = 640
     scales: list[float] = field(default_factory=_cityscapes_scales)
@@ -45,6 +46,8 @@ class DataConfig:
     ignore_index: int = 255
     strict: bool = False  # True: fail on the first corrupt sample instead of skipping it
     cache_dir: str = ""  # per-node local cache of remote shards ("" = stream only)
+    pin_memory: bool = True  # page-locked batches for non-blocking host-to-GPU copies (used on cuda only)
+    log_sample_keys: bool = False  # add the keys of the samples each step trained on to the rank's JSONL log (audit)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_batch_size", "crop_height", "crop_width", "shuffle_block_batches"):

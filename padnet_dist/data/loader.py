@@ -5,6 +5,11 @@ Which samples a rank and each of its DataLoader workers read is decided by ``dat
 ``Storage`` streams), decodes, augments, computes the derived targets and collates whole batches inside the
 workers. The trainer-side ``ShardLoader`` counts batches as it hands them out, so ``state_dict()`` says
 exactly where to restart: a fresh loader given that state yields the same remaining batches, tensor-equal.
+A state saved by another geometry (world size, workers, batch size) in the middle of an epoch continues that
+epoch elastically: the samples no rank consumed yet, spread over the new ranks (``assignment.remaining_sequence``).
+
+With ``persistent_workers`` (and ``num_workers > 0``) the DataLoader workers are forked once and serve every epoch:
+the epoch and resume position reach them through a small shared-memory tensor read at the start of each epoch.
 
 A corrupt sample (undecodable member, missing member, broken or short shard) is logged with its shard URL
 and key, counted in ``ShardLoader.stats`` and replaced by an invalid-marked copy of a neighbouring sample, so
@@ -18,6 +23,7 @@ disparity in pixels from each sample's baseline and fx, or inverse depth), 0 = i
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -32,20 +38,28 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from padnet_dist.config.data import DataConfig
 from padnet_dist.config.run import StorageConfig
-from padnet_dist.data.assignment import EpochPlan, ResumePoint, WorkerPlan, plan_epoch
+from padnet_dist.data.assignment import EpochPlan, EpochSegment, WorkerPlan, plan_epoch, remaining_sequence
 from padnet_dist.data.augment import augment_sample, draw_params, prepare_eval_sample, sample_rng
 from padnet_dist.data.cache import ShardRead, read_shard_samples
-from padnet_dist.data.format import decode_sample
+from padnet_dist.data.format import MEMBER_ORDER, TRAINING_KINDS, decode_sample
 from padnet_dist.data.manifest import read_manifest
 from padnet_dist.data.workers import stop_signals_held, worker_init
 from padnet_dist.errors import UserError
 from padnet_dist.storage import storage_for
-from padnet_dist.data.targets import contours_from_labels, depth_to_target, normals_from_depth
+from padnet_dist.data.targets import (
+    contours_at_size,
+    contours_from_labels,
+    depth_to_target,
+    intermediate_size,
+    normals_at_size,
+    normals_from_depth,
+)
 from padnet_dist.world import World
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+_READABLE_STATE_VERSIONS = (1, 2)  # version 1: no segments, shuffle_block_batches as configured
 
 
 @dataclass(frozen=True)
@@ -81,8 +95,16 @@ class LoaderSpec:
     dataset_name: str = ""  # from the manifest: "cityscapes", "nyud", "synthetic", ...
     class_names: tuple[str, ...] = ()
     read_ahead: bool = True  # stream remote shards through a prefetching thread (see data.cache)
+    pin_memory: bool = False  # page-locked batches (training on cuda): non-blocking host-to-device copies
+    persistent_workers: bool = False  # keep the DataLoader workers across epochs (num_workers > 0)
 
-    def plan(self, epoch: int) -> EpochPlan:
+    def plan(self, epoch: int, segments: tuple[EpochSegment, ...] = ()) -> EpochPlan:
+        """This rank's plan of ``epoch``; after ``segments`` of it ran with other geometries, of its remainder."""
+        sequence = None
+        if segments:
+            sequence = remaining_sequence(
+                self.shard_sizes, segments, seed=self.seed, epoch=epoch, shuffle=self.shuffle
+            )
         return plan_epoch(
             self.shard_sizes,
             seed=self.seed,
@@ -93,7 +115,32 @@ class LoaderSpec:
             batch_size=self.batch_size,
             shuffle=self.shuffle,
             shuffle_block_batches=self.shuffle_block_batches,
+            sequence=sequence,
+            segment=len(segments),
         )
+
+    def segment(self, batches_consumed: int) -> EpochSegment:
+        """This geometry's stretch of an epoch after every rank received ``batches_consumed`` batches (lockstep)."""
+        return EpochSegment(
+            self.world_size, self.num_workers, self.batch_size, self.shuffle_block_batches,
+            (batches_consumed,) * self.world_size,
+        )  # fmt: skip
+
+
+def _runs(positions: list[int]) -> Iterator[tuple[int, int]]:
+    """``[lo, hi)`` ranges of consecutive values of the ascending ``positions``."""
+    start = 0
+    for i in range(1, len(positions) + 1):
+        if i == len(positions) or positions[i] != positions[i - 1] + 1:
+            yield positions[start], positions[i - 1] + 1
+            start = i
+
+
+def _read_positions(spec: LoaderSpec, plan: EpochPlan, positions: list[int]) -> Iterator[tuple[int, ShardRead]]:
+    """``(position, read)`` for the ascending global ``positions``, streaming each run of them shard after shard
+    (an elastic remainder skips what was consumed before it)."""
+    for lo, hi in _runs(positions):
+        yield from _read_range(spec, plan, lo, hi)
 
 
 def _read_range(spec: LoaderSpec, plan: EpochPlan, lo: int, hi: int) -> Iterator[tuple[int, ShardRead]]:
@@ -127,8 +174,7 @@ class _WorkerRun:
         self.reported: set[int] = set()
 
     def batches(self) -> Iterator[tuple[dict[str, Any] | None, dict[str, Any]]]:
-        lo, hi = self.worker.read_range(self.first_batch)
-        reads = _read_range(self.spec, self.plan, lo, hi)
+        reads = _read_positions(self.spec, self.plan, self.worker.read_positions(self.first_batch))
         buffer: dict[int, ShardRead] = {}
         last_read = -1
         step = self.worker.block_batches
@@ -152,7 +198,7 @@ class _WorkerRun:
         if read.members is None:
             return None, read.error
         try:
-            sample = decode_sample(read.members, read.key)
+            sample = decode_sample(read.members, read.key, MEMBER_ORDER if not self.spec.train else TRAINING_KINDS)
             sample["depth"] = _mask_depth_range(sample["depth"], self.spec.min_depth_m, self.spec.max_depth_m)
             if not self.spec.train:
                 return prepare_eval_sample(sample), ""
@@ -232,14 +278,24 @@ class _WorkerRun:
             )
         depth_m = torch.stack([it["depth"] for it in items])
         semantic = torch.stack([it["semantic"] for it in items])
+        intrinsics = (camera["fx"], camera["fy"], camera["cx"], camera["cy"])
+        if self.spec.train:
+            # Normals and contours feed only the 1/4-resolution intermediate heads: made on that grid, equal bitwise
+            # to the objective's resize of the full-resolution maps, for a quarter of the normals' cost.
+            size = intermediate_size(*semantic.shape[-2:])
+            normals = normals_at_size(depth_m, *intrinsics, size)
+            contour = contours_at_size(semantic, size, self.spec.ignore_index, self.spec.contour_width)
+        else:  # evaluation scores full-resolution predictions
+            normals = normals_from_depth(depth_m, *intrinsics)
+            contour = contours_from_labels(semantic, self.spec.ignore_index, self.spec.contour_width)
         batch = {
             "rgb": torch.stack([it["rgb"] for it in items]),
             "semantic": semantic,
             "depth": depth_to_target(
                 depth_m, self.spec.depth_target, baseline_m=camera.get("baseline"), fx=camera["fx"]
             ),
-            "normals": normals_from_depth(depth_m, camera["fx"], camera["fy"], camera["cx"], camera["cy"]),
-            "contour": contours_from_labels(semantic, self.spec.ignore_index, self.spec.contour_width),
+            "normals": normals,
+            "contour": contour,
             "valid": torch.tensor(valid, dtype=torch.bool),
             "keys": keys,
         }
@@ -263,20 +319,31 @@ def _mask_depth_range(depth_m: np.ndarray, min_depth_m: float, max_depth_m: floa
 
 
 class _EpochDataset(IterableDataset):
-    def __init__(self, spec: LoaderSpec, epoch: int, resume: ResumePoint | None) -> None:
+    """The batches of one rank's epoch ``control[0]`` from its batch ``control[1]`` on.
+
+    ``control`` is a shared-memory tensor the trainer process sets before each epoch, so that persistent
+    workers, forked once, learn the epoch and resume position at the start of every epoch. ``segments`` (the
+    earlier geometries of epoch ``segments_epoch``) are fixed at fork: the loader forks again when they change.
+    """
+
+    def __init__(
+        self, spec: LoaderSpec, control: torch.Tensor, segments: tuple[EpochSegment, ...], segments_epoch: int
+    ) -> None:
         super().__init__()
-        self.spec, self.epoch, self.resume = spec, epoch, resume
+        self.spec, self.control, self.segments, self.segments_epoch = spec, control, segments, segments_epoch
 
     def __iter__(self) -> Iterator[tuple[dict[str, Any] | None, dict[str, Any]]]:
         info = get_worker_info()
         torch_worker = 0 if info is None else info.id
         num_logical = max(1, self.spec.num_workers)
-        plan = self.spec.plan(self.epoch)
+        epoch, resume_from = (int(v) for v in self.control.tolist())
+        plan = self.spec.plan(epoch, self.segments if epoch == self.segments_epoch else ())
         worker, first_batch = torch_worker, 0
-        if self.resume is not None:
-            worker = self.resume.logical_worker(torch_worker, num_logical)
-            first_batch = self.resume.skip_batches[worker]
-        yield from _WorkerRun(self.spec, plan, plan.workers[worker], self.epoch, first_batch).batches()
+        if resume_from:
+            resume = plan.resume_point(resume_from)
+            worker = resume.logical_worker(torch_worker, num_logical)
+            first_batch = resume.skip_batches[worker]
+        yield from _WorkerRun(self.spec, plan, plan.workers[worker], epoch, first_batch).batches()
 
 
 class LoaderConfigError(UserError, ValueError):
@@ -294,7 +361,8 @@ class ShardLoader:
 
     Each iteration yields the current epoch (set with ``set_epoch``) from its first batch, except the first
     iteration after ``load_state_dict``, which yields exactly the batches the saved run had not received yet
-    (none when the saved epoch was complete).
+    (none when the saved epoch was complete). After an elastic ``load_state_dict`` that iteration yields this
+    rank's share of the epoch's samples no rank had consumed (``num_batches_left`` of them).
     """
 
     def __init__(self, spec: LoaderSpec) -> None:
@@ -304,9 +372,25 @@ class ShardLoader:
         self.stats = LoaderStats()
         self._num_batches = spec.plan(0).num_batches
         self._resume_from = 0
+        self._segments: tuple[EpochSegment, ...] = ()  # earlier geometries of self.epoch (elastic resume)
+        self._plans: dict[tuple[int, tuple[EpochSegment, ...]], EpochPlan] = {}
+        self._control = torch.zeros(2, dtype=torch.int64).share_memory_()  # epoch, resume position
+        self._loader: DataLoader | None = None  # the persistent one, while its workers live
 
     def __len__(self) -> int:
+        """Batches of a whole epoch, the same on every rank."""
         return self._num_batches
+
+    @property
+    def num_batches_left(self) -> int:
+        """Batches the next iteration yields: the rest of the current epoch (all of it unless resumed)."""
+        return max(0, self._plan().num_batches - max(self._resume_from, self.num_consumed))
+
+    def _plan(self) -> EpochPlan:
+        key = (self.epoch, self._segments)
+        if key not in self._plans:
+            self._plans = {key: self.spec.plan(self.epoch, self._segments)}
+        return self._plans[key]
 
     @property
     def dataset_name(self) -> str:
@@ -321,23 +405,40 @@ class ShardLoader:
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch to iterate; a saved mid-epoch position survives only for its own epoch."""
         if epoch != self.epoch:
-            self.epoch, self.num_consumed, self._resume_from = epoch, 0, 0
+            self.epoch, self.num_consumed, self._resume_from, self._segments = epoch, 0, 0, ()
+
+    def close(self) -> None:
+        """End the persistent workers now (they also end with this loader or the process)."""
+        iterator = getattr(self._loader, "_iterator", None)
+        if iterator is not None:
+            # what torch runs when the iterator is collected; a generator of ours may still hold a reference
+            iterator._shutdown_workers()
+        self._loader = None
+
+    def _dataloader(self) -> DataLoader:
+        spec = self.spec
+        if self._loader is not None:
+            return self._loader
+        loader = DataLoader(
+            _EpochDataset(spec, self._control, self._segments, self.epoch),
+            batch_size=None,
+            num_workers=spec.num_workers,
+            in_order=True,
+            pin_memory=spec.pin_memory,
+            worker_init_fn=functools.partial(worker_init, os.getpid()) if spec.num_workers else None,
+            persistent_workers=spec.persistent_workers and spec.num_workers > 0,
+        )
+        if loader.persistent_workers:
+            self._loader = loader
+        return loader
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.num_consumed, self._resume_from = self._resume_from, 0
-        if self.num_consumed >= self._num_batches:
+        if self.num_consumed >= self._plan().num_batches:
             return
-        plan = self.spec.plan(self.epoch)
-        resume = plan.resume_point(self.num_consumed) if self.num_consumed else None
-        loader = DataLoader(
-            _EpochDataset(self.spec, self.epoch, resume),
-            batch_size=None,
-            num_workers=self.spec.num_workers,
-            in_order=True,
-            worker_init_fn=functools.partial(worker_init, os.getpid()) if self.spec.num_workers else None,
-        )
+        self._control[0], self._control[1] = self.epoch, self.num_consumed  # read by the workers at their next epoch
         with stop_signals_held():
-            batches = iter(loader)  # forks the workers
+            batches = iter(self._dataloader())  # forks the workers, or restarts the persistent ones at this epoch
         for batch, info in batches:
             if "error" in info:
                 raise UserError(info["error"])
@@ -348,7 +449,8 @@ class ShardLoader:
             yield batch
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable position: the batches of ``epoch`` the trainer has received so far."""
+        """JSON-serialisable position: the batches of ``epoch`` the trainer has received so far (of the epoch's
+        remainder after ``segments``, the geometries that ran earlier in it)."""
         spec = self.spec
         return {
             "version": STATE_VERSION,
@@ -359,32 +461,59 @@ class ShardLoader:
             "rank": spec.rank,
             "num_workers": spec.num_workers,
             "batch_size": spec.batch_size,
+            "shuffle_block_batches": spec.shuffle_block_batches,
             "dataset": spec.fingerprint,
+            "segments": [dataclasses.asdict(seg) for seg in self._segments],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue where ``state`` was taken. A different world size or dataset is a ValueError; so is a
-        different seed, batch size or worker count in the middle of an epoch (the rest of it would differ)."""
+        """Continue where ``state`` (any rank's: the ranks of a job consume batches in lockstep) was taken.
+
+        Same geometry: exactly the remaining batches of the uninterrupted run. A different world size, worker
+        count, batch size or shuffle block in the middle of an epoch: the epoch continues with the samples no rank
+        had consumed, spread over this geometry's ranks (logged). A different dataset, or a different seed mid-epoch
+        (it orders the epoch), is a ValueError.
+        """
         spec = self.spec
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"loader state version {state.get('version')} is not {STATE_VERSION}")
-        if state["world_size"] != spec.world_size:
-            raise ValueError(
-                f"loader state is from a world of {state['world_size']} ranks, this job has {spec.world_size}: "
-                "resume with the same number of ranks"
-            )
+        if state.get("version") not in _READABLE_STATE_VERSIONS:
+            raise ValueError(f"loader state version {state.get('version')} is not one of {_READABLE_STATE_VERSIONS}")
         if state["dataset"] != spec.fingerprint:
             raise ValueError(
                 "loader state is from a different dataset (its shards differ): resume with the same manifest"
             )
-        if 0 < state["batches_consumed"] < self._num_batches:
-            for name, mine in (("seed", spec.seed), ("batch_size", spec.batch_size), ("num_workers", spec.num_workers)):
-                if state[name] != mine:
-                    raise ValueError(
-                        f"loader state has {name}={state[name]} mid-epoch, this loader has {mine}: "
-                        f"set data.{name}={state[name]} to resume exactly"
-                    )
-        self.epoch, self.num_consumed = int(state["epoch"]), int(state["batches_consumed"])
+        epoch, consumed = int(state["epoch"]), int(state["batches_consumed"])
+        segments = tuple(
+            EpochSegment(**{**seg, "batches_consumed": tuple(seg["batches_consumed"])})
+            for seg in state.get("segments", ())
+        )
+        saved = dataclasses.replace(
+            spec, world_size=int(state["world_size"]), rank=0, num_workers=int(state["num_workers"]),
+            batch_size=int(state["batch_size"]), seed=int(state["seed"]),
+            shuffle_block_batches=int(state.get("shuffle_block_batches", spec.shuffle_block_batches)),
+        )  # fmt: skip
+        mid_epoch = 0 < consumed < saved.plan(epoch, segments).num_batches
+        if mid_epoch and saved.seed != spec.seed:
+            raise ValueError(
+                f"loader state has seed={saved.seed} mid-epoch, this loader has {spec.seed}: "
+                f"set data.seed={saved.seed} to resume"
+            )
+        geometry = ("world_size", "num_workers", "batch_size", "shuffle_block_batches")
+        if (segments or consumed) and any(getattr(saved, k) != getattr(spec, k) for k in geometry):
+            if consumed:
+                segments = (*segments, saved.segment(consumed))
+            consumed = 0
+            self.epoch, self._segments = epoch, segments
+            left = len(remaining_sequence(spec.shard_sizes, segments, seed=spec.seed, epoch=epoch, shuffle=spec.shuffle))
+            log.info(
+                "elastic resume of epoch %d: %d of %d samples were consumed by %d rank(s); the other %d are spread "
+                "over %d rank(s), %d batches each",
+                epoch, sum(spec.shard_sizes) - left, sum(spec.shard_sizes), saved.world_size, left,
+                spec.world_size, self._plan().num_batches,
+            )  # fmt: skip
+        else:
+            self._segments = segments
+        self.close()  # forked workers hold the old segments
+        self.epoch, self.num_consumed = epoch, consumed
         self._resume_from = self.num_consumed
 
 
@@ -426,13 +555,21 @@ def _spec(
         min_depth_m=data_cfg.min_depth_m,
         max_depth_m=data_cfg.max_depth_m,
         cache_dir=data_cfg.cache_dir,
+        persistent_workers=data_cfg.persistent_workers and train,
         dataset_name=manifest.dataset,
         class_names=tuple(manifest.classes),
     )
 
 
-def _build(data_cfg: DataConfig, world: World, url: str, storage_cfg: StorageConfig | None, train: bool) -> ShardLoader:
-    spec = _spec(data_cfg, world, url, storage_cfg, train)
+def _build(
+    data_cfg: DataConfig,
+    world: World,
+    url: str,
+    storage_cfg: StorageConfig | None,
+    train: bool,
+    pin_memory: bool = False,
+) -> ShardLoader:
+    spec = dataclasses.replace(_spec(data_cfg, world, url, storage_cfg, train), pin_memory=pin_memory)
     try:
         return ShardLoader(spec)
     except ValueError as e:
@@ -440,15 +577,21 @@ def _build(data_cfg: DataConfig, world: World, url: str, storage_cfg: StorageCon
 
 
 def build_train_loader(
-    data_cfg: DataConfig, world: World, *, storage_cfg: StorageConfig | None = None, manifest_url: str | None = None
+    data_cfg: DataConfig,
+    world: World,
+    *,
+    storage_cfg: StorageConfig | None = None,
+    manifest_url: str | None = None,
+    pin_memory: bool = False,
 ) -> ShardLoader:
-    """This rank's training loader: shuffled, augmented crops of ``data.batch_size`` samples."""
+    """This rank's training loader: shuffled, augmented crops of ``data.batch_size`` samples; ``pin_memory``:
+    batches in page-locked memory (only when training on a GPU)."""
     url = manifest_url or data_cfg.train_manifest
     if not url:
         raise UserError(
             "data.train_manifest is not set: point it at a train.manifest.json written by `padnet-dist shard`"
         )
-    return _build(data_cfg, world, url, storage_cfg, train=True)
+    return _build(data_cfg, world, url, storage_cfg, train=True, pin_memory=pin_memory)
 
 
 def build_eval_loader(

@@ -1,7 +1,9 @@
 """Targets derived from the labels (paper §3.6): surface normals from depth, contours from semantic labels, and
 the depth target a run trains on (depth, disparity or inverse depth) from metric depth and back.
 
-Both functions are batched, vectorised torch and deterministic; they run on whatever device the inputs are on.
+All functions are batched, vectorised torch and deterministic; they run on whatever device the inputs are on.
+``normals_at_size`` and ``contours_at_size`` give the objective's targets for the 1/4-resolution heads directly
+(bitwise equal to resizing the full-resolution maps, at a fraction of the cost): what the training loader uses.
 """
 
 from __future__ import annotations
@@ -103,37 +105,69 @@ def normals_from_depth(
     own depth or any of the 4 neighbours' depth is invalid (<= 0 or non-finite), and depth discontinuities,
     where |Z_neighbour - Z| > max_relative_jump * Z for any of the 4 neighbours.
     """
+    _check_depth(depth)
+    _, _, height, width = depth.shape
+    rows = torch.arange(1, height - 1, device=depth.device)
+    cols = torch.arange(1, width - 1, device=depth.device)
+    normals = torch.zeros(depth.shape[0], 3, height, width, dtype=torch.float32, device=depth.device)
+    if height >= 3 and width >= 3:
+        normals[..., 1:-1, 1:-1] = _normals_at(depth, rows, cols, fx, fy, cx, cy, max_relative_jump)
+    return normals
+
+
+def _check_depth(depth: torch.Tensor) -> None:
     if depth.dim() != 4 or depth.shape[1] != 1:
         raise ValueError(f"depth must be (B, 1, H, W), got {tuple(depth.shape)}")
-    z = depth.to(torch.float64)
-    valid = torch.isfinite(z) & (z > 0)
-    z = torch.where(valid, z, torch.zeros_like(z))
-    points = backproject(z, fx, fy, cx, cy)
-    normals = torch.zeros_like(points)
-    if z.shape[-1] < 3 or z.shape[-2] < 3:
-        return normals.to(torch.float32)
 
-    centre = z[..., 1:-1, 1:-1]
-    neighbours = (z[..., :-2, 1:-1], z[..., 2:, 1:-1], z[..., 1:-1, :-2], z[..., 1:-1, 2:])
-    ok = valid[..., 1:-1, 1:-1]
-    for nb, nb_valid in zip(
-        neighbours,
-        (valid[..., :-2, 1:-1], valid[..., 2:, 1:-1], valid[..., 1:-1, :-2], valid[..., 1:-1, 2:]),
-    ):
-        ok = ok & nb_valid & ((nb - centre).abs() <= max_relative_jump * centre)
 
-    d_down = points[..., 2:, 1:-1] - points[..., :-2, 1:-1]
-    d_right = points[..., 1:-1, 2:] - points[..., 1:-1, :-2]
-    # down x right points toward the camera for a front-facing surface (x right, y down, z forward).
-    n = torch.cross(d_down, d_right, dim=1)
-    # Guarantee the documented orientation even where noise makes the surface seem back-facing.
-    facing_away = (n * points[..., 1:-1, 1:-1]).sum(dim=1, keepdim=True) > 0
-    n = torch.where(facing_away, -n, n)
-    norm = (n * n).sum(dim=1, keepdim=True).sqrt()  # 4-5x faster than n.norm(dim=1) on CPU (a loader hot spot)
-    ok = ok & (norm > 0)
-    n = torch.where(ok, n / norm.clamp_min(torch.finfo(n.dtype).tiny), torch.zeros_like(n))
-    normals[..., 1:-1, 1:-1] = n
-    return normals.to(torch.float32)
+def _normals_at(
+    depth: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    fx: torch.Tensor,
+    fy: torch.Tensor,
+    cx: torch.Tensor,
+    cy: torch.Tensor,
+    max_relative_jump: float,
+) -> torch.Tensor:
+    """``normals_from_depth`` at the pixels ``rows x cols`` only (interior indices, 1 .. H-2 and 1 .. W-2):
+    (B, 3, len(rows), len(cols)) float32. Every pixel goes through the same float64 operations in the same order
+    whichever pixels are asked for, so a subset is bitwise the full map's values there."""
+    batch = depth.shape[0]
+    dtype, device = torch.float64, depth.device
+    by_row = {dr: depth.index_select(2, rows + dr) for dr in (-1, 0, 1)}  # gather first: float64 only where needed
+
+    def at(dr: int, dc: int) -> torch.Tensor:
+        z = by_row[dr].index_select(3, cols + dc).to(dtype)
+        return torch.where(torch.isfinite(z) & (z > 0), z, torch.zeros_like(z))  # invalid -> 0: valid is z > 0
+
+    def per_sample(t: torch.Tensor | float) -> torch.Tensor:
+        return torch.as_tensor(t, dtype=dtype, device=device).reshape(-1).expand(batch).reshape(batch, 1, 1, 1)
+
+    fx, fy, cx, cy = per_sample(fx), per_sample(fy), per_sample(cx), per_sample(cy)
+    u = cols.to(dtype).view(1, 1, 1, -1)
+    v = rows.to(dtype).view(1, 1, -1, 1)
+    centre, up, down, left, right = at(0, 0), at(-1, 0), at(1, 0), at(0, -1), at(0, 1)
+    ok = centre > 0
+    for nb in (up, down, left, right):
+        ok &= (nb > 0) & ((nb - centre).abs() <= max_relative_jump * centre)
+
+    # Central differences of the back-projected points X = (u - cx) / fx * Z, Y = (v - cy) / fy * Z (x right,
+    # y down, z forward), one component at a time (torch.cross on stacked components is 3x slower on CPU).
+    x_u, y_v = (u - cx) / fx, (v - cy) / fy
+    down_x, down_y, down_z = x_u * (down - up), (v + 1 - cy) / fy * down - (v - 1 - cy) / fy * up, down - up
+    right_x, right_y, right_z = (u + 1 - cx) / fx * right - (u - 1 - cx) / fx * left, y_v * (right - left), right - left
+    # down x right points toward the camera for a front-facing surface.
+    n_x = down_y * right_z - down_z * right_y
+    n_y = down_z * right_x - down_x * right_z
+    n_z = down_x * right_y - down_y * right_x
+    # Guarantee the documented orientation (n . P < 0) even where noise makes the surface seem back-facing.
+    sign = torch.where((n_x * x_u + n_y * y_v + n_z) * centre > 0, -1.0, 1.0)
+    norm = (n_x * n_x + n_y * n_y + n_z * n_z).sqrt()
+    ok &= norm > 0
+    scale = torch.where(ok, sign / norm.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(norm))
+    n = torch.cat([n_x * scale, n_y * scale, n_z * scale], dim=1)
+    return n.to(torch.float32)
 
 
 def contours_from_labels(semantic: torch.Tensor, ignore_index: int = 255, width: int = 1) -> torch.Tensor:
@@ -161,3 +195,150 @@ def contours_from_labels(semantic: torch.Tensor, ignore_index: int = 255, width:
     boundary = (window_max > labels) | (window_min < labels)
     out = boundary.to(torch.float32)
     return torch.where(ignore, torch.full_like(out, float(ignore_index)), out)
+
+
+# -- targets at the resolution of the outputs that use them ----------------------------------------------------
+# The objective compares the 1/4-resolution outputs with targets brought to their grid (``train.objective``), and
+# the training loader makes normals and contours directly there with the functions below: each equals the objective's
+# resize of the full-resolution map bitwise (tests/data/test_targets.py), at a fraction of the cost.
+CONTOUR_IGNORE = 255.0
+
+
+def intermediate_size(height: int, width: int) -> tuple[int, int]:
+    """The grid of the intermediate (1/4-resolution) outputs for an input of height x width (the model's
+    ``(H // 4, W // 4)``); an input under 4 pixels keeps its own size."""
+    return (height // 4, width // 4) if height >= 4 and width >= 4 else (height, width)
+
+
+def resize_nearest(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, K, H, W) -> (B, K, h, w): the source pixel nearest to each output pixel's centre (labels)."""
+    if tuple(target.shape[-2:]) == tuple(size):
+        return target
+    return F.interpolate(target, size=size, mode="nearest-exact")
+
+
+def resize_valid(target: torch.Tensor, valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, K, H, W) values, (B, 1, H, W) bool -> (B, K, h, w) sampled at the output pixels' centres.
+
+    Bilinear (align_corners=False) where every source pixel with a weight is valid, else the nearest source pixel
+    (which may be invalid: the caller's validity test then rejects it).
+    """
+    if tuple(target.shape[-2:]) == tuple(size):
+        return target
+    clean = torch.where(valid, target, torch.zeros_like(target))
+    bilinear = F.interpolate(clean, size=size, mode="bilinear", align_corners=False)
+    all_valid = F.interpolate(valid.to(target.dtype), size=size, mode="bilinear", align_corners=False) >= 1.0 - 1e-6
+    return torch.where(all_valid, bilinear, F.interpolate(clean, size=size, mode="nearest-exact"))
+
+
+def resize_normals(normals: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 3, H, W) unit normals (zero = invalid) -> (B, 3, h, w) by ``resize_valid``, renormalised (an average of
+    unit vectors is shorter than 1); the zero vector stays invalid."""
+    if tuple(normals.shape[-2:]) == tuple(size):
+        return normals
+    target = resize_valid(normals, normals.abs().sum(dim=1, keepdim=True) > 0, size)
+    norm = (target * target).sum(dim=1, keepdim=True).sqrt()  # torch.norm over dim 1 is several times slower
+    return target / norm.clamp_min(torch.finfo(target.dtype).tiny)
+
+
+def resize_contour(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 1, H, W) contours (1 / 0 / 255) -> (B, 1, h, w): 1 if any pixel of the output cell is 1 (adaptive
+    max-pool: thin boundaries survive), else 0 if any pixel in it is valid, else 255."""
+    if tuple(target.shape[-2:]) == tuple(size):
+        return target
+    if target.shape[-2] < size[0] or target.shape[-1] < size[1]:
+        return F.interpolate(target, size=size, mode="nearest")
+    positive = F.adaptive_max_pool2d((target == 1).to(target.dtype), size)
+    any_valid = F.adaptive_max_pool2d((target != CONTOUR_IGNORE).to(target.dtype), size)
+    ignore = torch.full_like(positive, CONTOUR_IGNORE)
+    return torch.where(positive > 0, positive, torch.where(any_valid > 0, torch.zeros_like(positive), ignore))
+
+
+def _read_indices(in_size: int, out_size: int) -> torch.Tensor:
+    """Source indices that bilinear (align_corners=False) and nearest-exact resizing from ``in_size`` to
+    ``out_size`` read, with both neighbours kept where a coordinate lies within 1e-6 of an integer (so a rounding
+    difference between this float64 arithmetic and the kernel's cannot leave out a pixel it reads)."""
+    i = torch.arange(out_size, dtype=torch.float64)
+    src = ((i + 0.5) * (in_size / out_size) - 0.5).clamp_min(0.0)
+    eps = 1e-6
+    low = torch.cat([torch.floor(src - eps), torch.floor(src + eps)]).clamp_min(0)
+    nearest = torch.floor((i + 0.5) * (in_size / out_size))
+    idx = torch.cat([low, low + 1, torch.floor(nearest - eps), torch.floor(nearest + eps)])
+    return torch.unique(idx.clamp(0, in_size - 1).long())
+
+
+def normals_at_size(
+    depth: torch.Tensor,
+    fx: torch.Tensor,
+    fy: torch.Tensor,
+    cx: torch.Tensor,
+    cy: torch.Tensor,
+    size: tuple[int, int],
+    max_relative_jump: float = DEFAULT_MAX_RELATIVE_JUMP,
+) -> torch.Tensor:
+    """``resize_normals(normals_from_depth(depth, ...), size)``, bitwise, computing normals only where the resize
+    reads them (at 1/4 resolution: the central 2x2 pixels of each 4x4 cell, a quarter of the pixels).
+
+    depth (B, 1, H, W) metres (0 = invalid) and fx, fy, cx, cy (B,) pixels at depth's resolution -> (B, 3, h, w).
+    """
+    _check_depth(depth)
+    batch, _, height, width = depth.shape
+    if (height, width) == tuple(size):
+        return normals_from_depth(depth, fx, fy, cx, cy, max_relative_jump)
+    if (height, width) == (4 * size[0], 4 * size[1]):
+        # Exactly 1/4: the resize reads the central 2x2 pixels of each 4x4 cell (rows and columns 4i + 1, 4i + 2,
+        # all interior), and resizing the map of just those pixels by 1/2 reads the same values with the same weights.
+        rows = torch.arange(size[0], device=depth.device).repeat_interleave(2) * 4 + torch.tensor([1, 2]).repeat(size[0])
+        cols = torch.arange(size[1], device=depth.device).repeat_interleave(2) * 4 + torch.tensor([1, 2]).repeat(size[1])
+        return resize_normals(_normals_at(depth, rows, cols, fx, fy, cx, cy, max_relative_jump), size)
+    rows, cols = _read_indices(height, size[0]), _read_indices(width, size[1])
+    rows = rows[(rows >= 1) & (rows <= height - 2)]  # border pixels have no normal (zero): nothing to compute
+    cols = cols[(cols >= 1) & (cols <= width - 2)]
+    full = torch.zeros(batch, 3, height, width, dtype=torch.float32, device=depth.device)
+    if len(rows) and len(cols):
+        sparse = _normals_at(depth, rows.to(depth.device), cols.to(depth.device), fx, fy, cx, cy, max_relative_jump)
+        full[:, :, rows.view(-1, 1), cols.view(1, -1)] = sparse
+    return resize_normals(full, size)
+
+
+def contours_at_size(
+    semantic: torch.Tensor, size: tuple[int, int], ignore_index: int = 255, width: int = 1
+) -> torch.Tensor:
+    """``resize_contour(contours_from_labels(semantic, ignore_index, width), size)``, bitwise: (B, H, W) labels ->
+    (B, 1, h, w) float32 1 / 0 / 255, by 8-bit window min/max (labels 0..254 with ignore 255; other label ranges
+    take the float path of ``contours_from_labels``)."""
+    if semantic.dim() != 3:
+        raise ValueError(f"semantic must be (B, H, W), got {tuple(semantic.shape)}")
+    if width < 1:
+        raise ValueError(f"contour width must be >= 1, got {width}")
+    if ignore_index != 255 or semantic.numel() == 0 or int(semantic.min()) < 0 or int(semantic.max()) > 255:
+        return resize_contour(contours_from_labels(semantic, ignore_index, width), size)
+    labels = semantic.to(torch.uint8).unsqueeze(1)
+    valid = labels != 255
+    low = torch.where(valid, labels, torch.zeros_like(labels))  # ignore (and padding) below every label: max test
+    boundary = (_window(low, width, torch.maximum, 0) > labels) | (_window(labels, width, torch.minimum, 255) < labels)
+    boundary &= valid
+    if tuple(semantic.shape[-2:]) == tuple(size):
+        out = boundary.to(torch.float32)
+        return torch.where(valid, out, torch.full_like(out, CONTOUR_IGNORE))
+    height, width_px = semantic.shape[-2:]
+    if (height, width_px) == (4 * size[0], 4 * size[1]):  # exact 4x4 cells: the max-pool is a block "any"
+        cells = (semantic.shape[0], 1, size[0], 4, size[1], 4)
+        positive = boundary.view(cells).any(dim=5).any(dim=3)
+        any_valid = valid.view(cells).any(dim=5).any(dim=3)
+        return torch.where(any_valid, positive.to(torch.float32), CONTOUR_IGNORE)
+    contour = torch.where(valid, boundary.to(torch.float32), torch.full(labels.shape, CONTOUR_IGNORE))
+    return resize_contour(contour, size)
+
+
+def _window(x: torch.Tensor, width: int, reduce, pad_value: int) -> torch.Tensor:
+    """Separable (2 * width + 1)^2 window max or min of (B, 1, H, W), out-of-image pixels = ``pad_value``."""
+    padded = F.pad(x, (width, width, width, width), value=pad_value)
+    height, cols = x.shape[-2:]
+    rows = padded[..., 0:height, :]
+    for k in range(1, 2 * width + 1):  # over window offsets, not pixels
+        rows = reduce(rows, padded[..., k : k + height, :])
+    out = rows[..., 0:cols]
+    for k in range(1, 2 * width + 1):
+        out = reduce(out, rows[..., k : k + cols])
+    return out

@@ -1,8 +1,9 @@
 """A committed checkpoint as an inference model: the one loader ``eval``, ``predict`` and ``export`` share.
 
 A checkpoint URL may name a ``step-...`` directory, a phase dir or a run dir (the newest committed checkpoint;
-run dirs prefer phase 2). The network is rebuilt from the checkpoint's own ``config.yaml`` and its consolidated fp32
-``model.pt`` is loaded, so whatever ``model.*`` a user's config says never changes what is scored or predicted.
+run dirs prefer phase 2). The network is rebuilt from the checkpoint's own ``config.yaml`` and its fp32 weights are loaded (derived from
+DeepSpeed's files, ``padnet_dist.train.weights``), so whatever ``model.*`` a user's config says never changes what is
+scored or predicted.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class LoadedCheckpoint:
 
 def load_checkpoint_model(url: str, storage_cfg: StorageConfig | None = None) -> LoadedCheckpoint:
     """Build the checkpoint's network and load its consolidated fp32 weights; a one-line UserError when
-    ``url`` holds no committed checkpoint or ``model.pt`` does not fit its ``config.yaml``."""
+    ``url`` holds no committed checkpoint or its weights do not fit its ``config.yaml``."""
     from padnet_dist.model import build_model
 
     ckpt_url, ckpt_cfg, state = _read(url, storage_cfg)
@@ -48,7 +49,7 @@ def load_checkpoint_model(url: str, storage_cfg: StorageConfig | None = None) ->
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise UserError(
-            f"{ckpt_url}/model.pt does not fit the model of its config.yaml ({first}): re-export it"
+            f"the weights of {ckpt_url} do not fit the model of its config.yaml ({first}): use another checkpoint"
         ) from None
     return LoadedCheckpoint(url=ckpt_url, config=ckpt_cfg, model=model.eval())
 

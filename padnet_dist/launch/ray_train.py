@@ -375,9 +375,12 @@ def run_on_ray(
     try:
         result = trainer.fit()
     except Exception as e:
-        user_error = _user_error_of(e)
+        user_error = _worker_error_of(e, UserError)
         if user_error is not None:
             raise UserError(str(user_error)) from None
+        interrupted = _worker_error_of(e, TrainingInterrupted)
+        if interrupted is not None:  # committed, and Ray had no restart left: a new submission resumes there
+            raise TrainingInterrupted(str(interrupted)) from None
         raise
     summary = dict(result.return_value or {})
     summary["ray_wall_s"] = round(time.perf_counter() - started, 1)
@@ -394,14 +397,15 @@ def _pointer(result: Any) -> str | None:
         return json.loads(path.read_text())["checkpoint"] if path.exists() else None
 
 
-def _user_error_of(error: BaseException) -> UserError | None:
-    """The first worker's ``UserError`` behind a Ray Train failure, so the CLI can print it as one line."""
+def _worker_error_of(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first worker's exception of type ``kind`` behind a Ray Train failure (a ``UserError`` for the CLI to
+    print as one line, a ``TrainingInterrupted`` for exit 75)."""
     failures = getattr(error, "worker_failures", None) or {}
     for _, failure in sorted(failures.items()):
         seen: set[int] = set()
         cause: BaseException | None = failure
         while cause is not None and id(cause) not in seen:
-            if isinstance(cause, UserError):
+            if isinstance(cause, kind):
                 return cause
             seen.add(id(cause))
             cause = getattr(cause, "cause", None) or cause.__cause__

@@ -56,3 +56,14 @@ class Storage(ABC):
     @abstractmethod
     def delete(self, url: str) -> None:
         """Remove one file/object; a missing one is not an error."""
+
+    @abstractmethod
+    def size(self, url: str) -> int:
+        """The size in bytes of the file/object as stored; ``StorageNotFound`` when missing."""
+
+    def abort_multipart_uploads(self, prefix_url: str) -> int:
+        """Abort the unfinished multipart uploads below ``prefix_url`` (a crashed writer's), returning how many.
+
+        Nothing to do where a write is one file renamed into place (local storage): 0.
+        """
+        return 0

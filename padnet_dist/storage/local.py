@@ -104,3 +104,9 @@ class LocalStorage(Storage):
             os.remove(local_path(url))
         except FileNotFoundError:
             pass
+
+    def size(self, url: str) -> int:
+        try:
+            return os.path.getsize(local_path(url))
+        except FileNotFoundError:
+            raise _not_found(url) from None

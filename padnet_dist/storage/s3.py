@@ -28,6 +28,13 @@ from padnet_dist.storage.url import split_s3
 _CLIENTS: dict[tuple, Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+_WEB_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+}
 _DENIED_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 
@@ -163,7 +170,10 @@ class S3Storage(Storage):
 
     def write_bytes(self, url: str, data: bytes) -> None:
         bucket, key = split_s3(url)
-        self._call(url, "writing", self.client().put_object, Bucket=bucket, Key=key, Body=bytes(data))
+        # a page or image opened straight from the bucket renders only with its type; others stay S3's default
+        content_type = _WEB_CONTENT_TYPES.get(os.path.splitext(key)[1].lower())
+        extra = {"ContentType": content_type} if content_type else {}
+        self._call(url, "writing", self.client().put_object, Bucket=bucket, Key=key, Body=bytes(data), **extra)
 
     def put_file(self, local_path: str, url: str) -> None:
         if not os.path.isfile(local_path):
@@ -209,6 +219,26 @@ class S3Storage(Storage):
             self._call(url, "deleting", self.client().delete_object, Bucket=bucket, Key=key)
         except StorageNotFound:
             pass
+
+    def size(self, url: str) -> int:
+        bucket, key = split_s3(url)
+        return int(self._call(url, "checking", self.client().head_object, Bucket=bucket, Key=key)["ContentLength"])
+
+    def abort_multipart_uploads(self, prefix_url: str) -> int:
+        bucket, key = split_s3(prefix_url)
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        client = self.client()
+
+        def abort_all() -> int:
+            # A killed writer leaves its uploaded parts stored (and billed) but invisible to listings of objects.
+            num_aborted = 0
+            for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    num_aborted += 1
+            return num_aborted
+
+        return self._call(prefix_url, "aborting unfinished uploads below", abort_all)
 
 
 class _S3Reader(io.RawIOBase):

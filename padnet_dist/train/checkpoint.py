@@ -1,19 +1,25 @@
 """Checkpoints in any storage, visible only once committed, resumable exactly.
 
 Layout (docs/contracts.md): ``{run.dir}/phase{p}/checkpoints/step-{step:09d}/`` holding ``engine/`` (DeepSpeed
-files of every rank), ``loader-rank{r}.json``, ``rng-rank{r}.json``, ``trainer.json``, ``config.yaml``,
-``model.pt`` and, written last by rank 0 after a barrier, ``COMMITTED`` (a JSON list of every file and its
-size, so a truncated file is named on load). Readers ignore directories without ``COMMITTED``.
+files of every rank: the only copy of the weights), ``loader-rank{r}.json``, ``rng-rank{r}.json``,
+``trainer.json``, ``config.yaml`` and, written last by rank 0 once every rank's files are verified,
+``COMMITTED`` (every file's size and SHA-256, so a truncated or corrupt file is named on load). Readers ignore
+directories without ``COMMITTED``. Saving is two steps: ``take_snapshot`` (a collective, in memory, the only part
+training waits for) and ``publish`` (write, verify, agree, commit, prune; run in the background by
+``train.uploader.CheckpointUploader``). The fp32 weights for inference are derived on demand (``train.weights``).
+
+``load`` resumes on any number of ranks for ZeRO stages 0-2 (``reshard``), each rank reading only the files it needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
+import hashlib
 import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,11 +31,14 @@ import torch
 from padnet_dist.collectives import barrier, gather_objects
 from padnet_dist.config import Config, ModelConfig, StorageConfig, from_yaml_text
 from padnet_dist.errors import UserError
-from padnet_dist.storage import join_url, storage_for
+from padnet_dist.storage import StorageError, join_url, storage_for
+from padnet_dist.storage.local import atomic_write_local
 from padnet_dist.storage.url import is_s3, local_path
 from padnet_dist.world import World
 
 COMMIT_MARKER = "COMMITTED"
+UPLOAD_ATTEMPTS = 3  # writes of one checkpoint file before the checkpoint is given up (never committed)
+UPLOAD_RETRY_PAUSE_S = 2.0  # doubled after each failed attempt
 _STEP_DIR = re.compile(r"step-(\d{9})$")
 
 
@@ -68,6 +77,18 @@ def is_committed(ckpt_url: str, storage) -> bool:
 def committed_step(ckpt_url: str, storage) -> int:
     """The training step a committed checkpoint was taken after (from its ``COMMITTED`` marker)."""
     return int(_read_json(join_url(ckpt_url, COMMIT_MARKER), storage)["step"])
+
+
+def committed_epoch(ckpt_url: str, storage) -> int:
+    """The epoch the step after a committed checkpoint belongs to (``trainer.json``)."""
+    return int(_read_json(join_url(ckpt_url, "trainer.json"), storage)["epoch"])
+
+
+def read_loader_state(ckpt_url: str, world: World, storage) -> dict[str, Any]:
+    """The loader state this rank continues from: its own, or on a larger world rank ``rank % saved ranks``'s (the
+    ranks of a job consume batches in lockstep, so any saved rank's state tells where the epoch stands)."""
+    source = world.rank % saved_world_size(ckpt_url, storage)
+    return _read_json(join_url(ckpt_url, f"loader-rank{source}.json"), storage)
 
 
 def resolve_resume(resume: str, phase_dir_url: str, storage) -> str | None:
@@ -133,14 +154,155 @@ def check_model_matches(ckpt_url: str, current: ModelConfig, storage) -> None:
 
 
 def read_model_state(ckpt_url: str, storage) -> dict[str, torch.Tensor]:
-    """``model.pt`` of a checkpoint (consolidated fp32 state dict), loaded with ``weights_only=True``."""
-    url = join_url(ckpt_url, "model.pt")
-    data = storage.read_bytes(url)
-    _check_size(ckpt_url, "model.pt", len(data), storage)
+    """The consolidated fp32 state dict of a checkpoint's bare model (see ``padnet_dist.train.weights``)."""
+    from padnet_dist.train.weights import model_state_of
+
+    return model_state_of(ckpt_url, storage)
+
+
+@dataclass
+class Snapshot:
+    """One rank's state at one step, held in memory until ``publish`` writes it (from any thread).
+
+    ``engine_states``: (path relative to the checkpoint, DeepSpeed state to ``torch.save``) with tensors of their
+    own; ``small_files``: loader and RNG state, and on rank 0 ``trainer.json`` and ``config.yaml``; ``local_dir``:
+    where DeepSpeed wrote its own files and the states are serialised (the checkpoint directory itself on local
+    storage, a temporary directory, removed by ``publish``, for ``s3://``).
+    """
+
+    ckpt_url: str
+    step: int
+    epoch: int
+    rank: int
+    engine_states: list[tuple[str, Any]]
+    small_files: dict[str, bytes]
+    local_dir: Path
+    staged: bool
+    extra_uploads: dict[str, str]
+
+
+def take_snapshot(
+    engine,
+    state: TrainerState,
+    *,
+    ckpt_url: str,
+    phase: int,
+    config_yaml: str,
+    world: World,
+    storage,
+    extra_uploads: dict[str, str] | None = None,
+    reuse: Snapshot | None = None,
+) -> Snapshot:
+    """Copy this rank's state (engine, ``state``) for a checkpoint at ``ckpt_url`` (a collective: every rank calls
+    it). Training may change the engine as soon as it returns. Rank 0 withdraws an earlier commit of the same step
+    (a run resumed from an earlier checkpoint rewrites it). ``extra_uploads``: local files to publish with it (log
+    mirrors: file -> URL). ``reuse``: a published snapshot whose memory the copy may overwrite."""
+    from padnet_dist.train import engine as seam  # here, so that reading a checkpoint never imports DeepSpeed
+
+    if world.is_main and is_committed(ckpt_url, storage):
+        storage.delete(join_url(ckpt_url, COMMIT_MARKER))
+    barrier()  # sync point: no rank writes into a directory that still looks committed
+    staged = is_s3(ckpt_url)
+    local_dir = Path(tempfile.mkdtemp(prefix="padnet-ckpt-")) if staged else Path(local_path(ckpt_url))
+    local_dir.mkdir(parents=True, exist_ok=True)
+    old = [(local_dir / rel, st) for rel, st in reuse.engine_states] if reuse is not None else []
+    captured = seam.snapshot_engine_state(engine, local_dir, reuse=old)
+    small_files = {
+        f"loader-rank{world.rank}.json": json.dumps(state.loader_state).encode(),
+        f"rng-rank{world.rank}.json": json.dumps(state.rng_state).encode(),
+    }
+    if world.is_main:
+        trainer = {"step": state.step, "epoch": state.epoch, "phase": phase, "world_size": world.world_size}
+        small_files["trainer.json"] = json.dumps(trainer).encode()
+        small_files["config.yaml"] = config_yaml.encode()
+    return Snapshot(
+        ckpt_url=ckpt_url,
+        step=state.step,
+        epoch=state.epoch,
+        rank=world.rank,
+        engine_states=[(path.relative_to(local_dir).as_posix(), st) for path, st in captured],
+        small_files=small_files,
+        local_dir=local_dir,
+        staged=staged,
+        extra_uploads=dict(extra_uploads or {}),
+    )
+
+
+def publish(snap: Snapshot, *, phase_dir_url: str, keep_last: int, storage, group=None) -> str | None:
+    """Write this rank's files of ``snap``, verify them, and commit once every rank's are verified (a collective
+    over ``group``, the ranks' process group or a side group of theirs; callable from a background thread).
+
+    Each file is retried ``UPLOAD_ATTEMPTS`` times. Rank 0 writes ``COMMITTED`` (every file's size and SHA-256)
+    only when all ranks succeeded, then prunes ``phase_dir_url`` to the newest ``keep_last``. Returns None when
+    committed, else why not (the same on every rank); a failed checkpoint is never committed.
+    """
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"checkpoint file {url} is corrupt ({type(e).__name__}): use another checkpoint") from None
+        files, error = write_snapshot(snap, storage), None
+    except Exception as e:  # reported, never raised here: every rank must reach the agreement below
+        files, error = {}, f"rank {snap.rank}: {_one_line(e)}"
+    results = gather_objects((files, error), group=group)
+    failures = [err for _, err in results if err]
+    commit_error = None
+    if not failures and snap.rank == 0:
+        all_files = {k: v for part, _ in results for k, v in part.items()}
+        try:
+            write_marker(snap.ckpt_url, step=snap.step, epoch=snap.epoch, files=all_files, storage=storage)
+        except Exception as e:
+            commit_error = f"rank 0: writing {COMMIT_MARKER}: {_one_line(e)}"
+        try:
+            if commit_error is None:
+                prune(phase_dir_url, keep_last, storage)
+        except Exception as e:  # committed all the same: the next commit prunes again
+            print(f"checkpoint: pruning {phase_dir_url} failed: {_one_line(e)}", file=sys.stderr, flush=True)
+    if not failures:
+        # the other ranks learn whether rank 0's marker was written
+        failures = [err for err in gather_objects(commit_error, group=group) if err]
+    return "; ".join(failures) if failures else None
+
+
+def write_snapshot(snap: Snapshot, storage) -> dict[str, tuple[int, str]]:
+    """Write and verify this rank's files of ``snap``: ``{path relative to the checkpoint: (bytes, SHA-256)}``.
+
+    Each file is written atomically and checked against its size as stored; a failure is retried
+    ``UPLOAD_ATTEMPTS`` times, then raised. Removes the staging directory; the states stay, for ``take_snapshot``'s
+    ``reuse``.
+    """
+    written: dict[str, tuple[int, str]] = {}
+    try:
+        for name, data in snap.small_files.items():
+            url = join_url(snap.ckpt_url, name)
+            _retrying(lambda url=url, data=data: _write_verified(storage, data, url))
+            written[name] = (len(data), hashlib.sha256(data).hexdigest())
+        own = [rel for rel, _ in snap.engine_states]
+        for rel, state in snap.engine_states:
+            _retrying(lambda path=str(snap.local_dir / rel), state=state: _save_state(state, path))
+        for rel in own:
+            path = snap.local_dir / rel
+            written[rel] = (path.stat().st_size, _sha256_file(path))
+            if snap.staged:
+                _retrying(lambda rel=rel, path=path: _put_verified(storage, str(path), join_url(snap.ckpt_url, rel)))
+            else:
+                _verify_size(storage, join_url(snap.ckpt_url, rel), written[rel][0])
+        for local_file, url in snap.extra_uploads.items():
+            if os.path.exists(local_file):
+                storage.put_file(local_file, url)
+    finally:
+        if snap.staged:
+            shutil.rmtree(snap.local_dir, ignore_errors=True)
+    return written
+
+
+def write_marker(ckpt_url: str, *, step: int, epoch: int, files: dict[str, tuple[int, str]], storage) -> None:
+    """Commit: ``COMMITTED`` with step, epoch, time, ``files`` (relative path -> bytes) and ``sha256`` (relative
+    path -> hex digest) of every file of every rank."""
+    marker = {
+        "step": step,
+        "epoch": epoch,
+        "time": time.time(),
+        "files": {k: size for k, (size, _) in files.items()},
+        "sha256": {k: digest for k, (_, digest) in files.items()},
+    }
+    storage.write_bytes(join_url(ckpt_url, COMMIT_MARKER), json.dumps(marker, sort_keys=True).encode())
 
 
 def save(
@@ -151,105 +313,116 @@ def save(
     phase: int,
     phase_dir_url: str,
     keep_last: int,
-    zero_stage: int,
     config_yaml: str,
     world: World,
     storage,
     extra_uploads: dict[str, str] | None = None,
 ) -> None:
-    """Write ``state`` and the engine's state from every rank and commit them (a collective: every rank calls it).
+    """``take_snapshot`` then ``publish``, synchronously (a collective); raises when the checkpoint was not
+    committed. The training loop does the same with the writing in the background (``CheckpointUploader``)."""
+    snap = take_snapshot(engine, state, ckpt_url=ckpt_url, phase=phase, config_yaml=config_yaml, world=world,
+                         storage=storage, extra_uploads=extra_uploads)  # fmt: skip
+    error = publish(snap, phase_dir_url=phase_dir_url, keep_last=keep_last, storage=storage)
+    if error is not None:
+        raise StorageError(f"checkpoint {ckpt_url} was not committed ({error}): check the storage and retry")
 
-    Rank 0 also writes ``trainer.json`` (step, epoch, ``phase``, world size), ``config_yaml`` (the run's resolved
-    config, read back by ``read_config``) and ``model.pt`` (consolidated under ZeRO stage ``zero_stage``), commits,
-    then prunes ``phase_dir_url`` to the newest ``keep_last`` checkpoints. ``extra_uploads`` maps local files to
-    URLs this rank publishes at the same time (log mirrors).
-    """
-    from padnet_dist.train import engine as seam  # here, so that reading a checkpoint never imports DeepSpeed
 
-    if world.is_main and is_committed(ckpt_url, storage):
-        # this step was committed before (a run resumed from an earlier checkpoint): withdraw it while rewriting
-        storage.delete(join_url(ckpt_url, COMMIT_MARKER))
-    barrier()  # sync point: no rank writes into a directory that still looks committed
-    remote = is_s3(ckpt_url)
-    staging = Path(tempfile.mkdtemp(prefix="padnet-ckpt-")) if remote else Path(local_path(ckpt_url))
-    staging.mkdir(parents=True, exist_ok=True)
-    try:
-        seam.save_engine_state(engine, staging)
-        model_state = seam.consolidated_state_dict(engine, zero_stage)
-        written: dict[str, int] = {}
-        engine_dir = staging / seam.ENGINE_TAG
-        for path in sorted(engine_dir.rglob("*")) if engine_dir.is_dir() else []:
-            if path.is_file() and ".tmp" not in path.name:
-                rel = path.relative_to(staging).as_posix()
-                if remote:
-                    storage.put_file(str(path), join_url(ckpt_url, rel))
-                written[rel] = path.stat().st_size
+def abort_unfinished_uploads(phase_dir_url: str, storage) -> int:
+    """Abort the multipart uploads a killed run left below the phase's checkpoints (before any rank writes)."""
+    return storage.abort_multipart_uploads(join_url(phase_dir_url, "checkpoints"))
 
-        def put(name: str, data: bytes) -> None:
-            storage.write_bytes(join_url(ckpt_url, name), data)
-            written[name] = len(data)
 
-        put(f"loader-rank{world.rank}.json", json.dumps(state.loader_state).encode())
-        put(f"rng-rank{world.rank}.json", json.dumps(state.rng_state).encode())
-        if world.is_main:
-            trainer = {"step": state.step, "epoch": state.epoch, "phase": phase, "world_size": world.world_size}
-            put("trainer.json", json.dumps(trainer).encode())
-            put("config.yaml", config_yaml.encode())
-            buf = io.BytesIO()
-            torch.save(model_state, buf)
-            put("model.pt", buf.getvalue())
-        for local_file, url in (extra_uploads or {}).items():
-            if os.path.exists(local_file):
-                storage.put_file(local_file, url)
-    finally:
-        if remote:
-            shutil.rmtree(staging, ignore_errors=True)
-    # Sync point: gathering every rank's file list is also the barrier proving all ranks finished writing.
-    all_written = gather_objects(written)
-    if world.is_main:
-        files = {k: v for part in all_written for k, v in part.items()}
-        marker = {"step": state.step, "epoch": state.epoch, "time": time.time(), "files": files}
-        storage.write_bytes(join_url(ckpt_url, COMMIT_MARKER), json.dumps(marker, sort_keys=True).encode())
-        prune(phase_dir_url, keep_last, storage)
+def saved_world_size(ckpt_url: str, storage) -> int:
+    """How many ranks wrote a committed checkpoint (``trainer.json``)."""
+    return int(_read_json(join_url(ckpt_url, "trainer.json"), storage)["world_size"])
+
+
+def check_resumable(ckpt_url: str, *, zero_stage: int, world: World, storage) -> None:
+    """Refuse, in one line with the way out, a checkpoint this job cannot continue: ZeRO-3 state of another world
+    size (its parameters are partitioned by DeepSpeed itself; we re-shard stages 0-2 only)."""
+    saved_ranks = saved_world_size(ckpt_url, storage)
+    saved_stage = read_config(ckpt_url, storage).engine.zero_stage
+    if saved_ranks != world.world_size and 3 in (saved_stage, zero_stage):
+        raise UserError(
+            f"checkpoint {ckpt_url} (ZeRO stage {saved_stage}, {saved_ranks} ranks) cannot be resumed on "
+            f"{world.world_size} ranks with ZeRO stage {zero_stage}: ZeRO-3 state is re-sharded only by DeepSpeed on "
+            f"the same world size; resume on {saved_ranks} ranks, or use engine.zero_stage=0, 1 or 2 on both sides"
+        )
+    if saved_stage != zero_stage and 3 in (saved_stage, zero_stage):
+        raise UserError(
+            f"checkpoint {ckpt_url} was saved with engine.zero_stage={saved_stage}: resume with the same stage "
+            "(stages 0, 1 and 2 convert into each other; 3 does not)"
+        )
 
 
 def load(engine, *, ckpt_url: str, model_cfg: ModelConfig, world: World, storage) -> TrainerState:
-    """Restore engine, loader and RNG state of this rank from a committed checkpoint (a collective).
+    """Restore engine, loader and RNG state of this rank from a committed checkpoint.
 
-    Refuses a checkpoint written by another number of ranks or of a network other than ``model_cfg``.
+    Any world size for ZeRO stages 0-2 (``reshard``: each rank reads the module file and only the saved ZeRO
+    partitions that hold its own partition's parameters; no collective); DeepSpeed's own loader for ZeRO-3 and
+    fp16 on the saved world size (a collective). A rank beyond the saved ones takes the loader and RNG state of
+    rank ``rank % saved_world_size`` (the loader continues the epoch elastically, see ``ShardLoader``).
+    Refuses a network other than ``model_cfg`` and what ``check_resumable`` refuses.
     """
     from padnet_dist.train import engine as seam
+    from padnet_dist.train.reshard import read_full_state
 
     trainer = _read_json(join_url(ckpt_url, "trainer.json"), storage)
-    if trainer.get("world_size") != world.world_size:
-        raise UserError(
-            f"checkpoint {ckpt_url} was written by {trainer.get('world_size')} ranks, this run has "
-            f"{world.world_size}: resume with the same number of ranks or start a new run.dir"
-        )
+    saved_ranks = int(trainer["world_size"])
     check_model_matches(ckpt_url, model_cfg, storage)
+    zero_stage = seam.zero_stage_of(engine)
+    check_resumable(ckpt_url, zero_stage=zero_stage, world=world, storage=storage)
+    saved_stage = read_config(ckpt_url, storage).engine.zero_stage
     remote = is_s3(ckpt_url)
     staging = Path(tempfile.mkdtemp(prefix="padnet-resume-")) if remote else Path(local_path(ckpt_url))
+    expected = _committed_files(ckpt_url, storage)
+    digests = _read_json(join_url(ckpt_url, COMMIT_MARKER), storage).get("sha256", {})
+    verified: set[str] = set()
+
+    def fetch(name: str) -> Path:
+        """The local path of engine file ``name``, downloaded if remote, its size and SHA-256 checked once."""
+        rel = f"{seam.ENGINE_TAG}/{name}"
+        target = staging / rel
+        if rel in verified:
+            return target
+        if remote and rel in expected and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            storage.get_file(join_url(ckpt_url, rel), str(target))
+        actual = target.stat().st_size if target.exists() else -1
+        if rel not in expected or actual != expected[rel]:
+            raise UserError(_truncated(join_url(ckpt_url, rel), actual, expected.get(rel, 0)))
+        if rel in digests and _sha256_file(target) != digests[rel]:
+            raise UserError(f"checkpoint file {join_url(ckpt_url, rel)} is corrupt (SHA-256 differs from "
+                            f"{COMMIT_MARKER}'s): resume from another checkpoint (run.resume=URL)")  # fmt: skip
+        verified.add(rel)
+        return target
+
     try:
-        expected = _committed_files(ckpt_url, storage)
-        for rel, size in sorted(expected.items()):
-            if not rel.startswith(seam.ENGINE_TAG + "/"):
-                continue
-            target = staging / rel
-            if remote:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                storage.get_file(join_url(ckpt_url, rel), str(target))
-            actual = target.stat().st_size if target.exists() else -1
-            if actual != size:
-                raise UserError(_truncated(join_url(ckpt_url, rel), actual, size))
-        seam.load_engine_state(engine, staging)
+        if zero_stage == 3 or (
+            seam.uses_fp16(engine) and saved_ranks == world.world_size and saved_stage == zero_stage
+        ):
+            for rel in sorted(expected):
+                if rel.startswith(seam.ENGINE_TAG + "/"):
+                    fetch(rel.split("/", 1)[1])
+            seam.load_engine_state(engine, staging)
+        else:
+            state = read_full_state(
+                fetch,
+                saved_world_size=saved_ranks,
+                saved_zero_stage=saved_stage,
+                trained_names=seam.trained_parameter_names(engine),
+                needed=seam.owned_parameter_names(engine, zero_stage),
+            )
+            seam.load_full_state(engine, state, zero_stage)
     finally:
         if remote:
             shutil.rmtree(staging, ignore_errors=True)
+    source = world.rank % saved_ranks
     return TrainerState(
         step=int(trainer["step"]),
         epoch=int(trainer["epoch"]),
-        loader_state=_read_json(join_url(ckpt_url, f"loader-rank{world.rank}.json"), storage),
-        rng_state=_read_json(join_url(ckpt_url, f"rng-rank{world.rank}.json"), storage),
+        loader_state=_read_json(join_url(ckpt_url, f"loader-rank{source}.json"), storage),
+        rng_state=_read_json(join_url(ckpt_url, f"rng-rank{source}.json"), storage),
     )
 
 
@@ -319,14 +492,6 @@ def _committed_files(ckpt_url: str, storage) -> dict[str, int]:
     return dict(_read_json(join_url(ckpt_url, COMMIT_MARKER), storage).get("files", {}))
 
 
-def _check_size(ckpt_url: str, name: str, actual: int, storage) -> None:
-    if not is_committed(ckpt_url, storage):
-        return
-    expected = _committed_files(ckpt_url, storage).get(name)
-    if expected is not None and expected != actual:
-        raise UserError(_truncated(join_url(ckpt_url, name), actual, expected))
-
-
 def _truncated(url: str, actual: int, expected: int) -> str:
     what = "missing" if actual < 0 else f"{actual} bytes, expected {expected}"
     return f"checkpoint file {url} is truncated or corrupt ({what}): resume from another checkpoint (run.resume=URL)"
@@ -340,3 +505,51 @@ def _read_json(url: str, storage) -> dict[str, Any]:
         raise UserError(
             f"checkpoint file {url} is truncated or corrupt (not valid JSON): use another checkpoint"
         ) from None
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_size(storage, url: str, size: int) -> None:
+    stored = storage.size(url)
+    if stored != size:
+        raise StorageError(f"{url} holds {stored} bytes after writing {size}")
+
+
+def _put_verified(storage, path: str, url: str) -> None:
+    storage.put_file(path, url)
+    _verify_size(storage, url, os.path.getsize(path))
+
+
+def _save_state(state: Any, path: str) -> None:
+    atomic_write_local(path, lambda f: torch.save(state, f))
+
+
+def _write_verified(storage, data: bytes, url: str) -> None:
+    storage.write_bytes(url, data)
+    _verify_size(storage, url, len(data))
+
+
+def _retrying(write) -> None:
+    """``write()``, again after a pause when it fails (storage clients already retry each request: this covers
+    a whole file that failed or did not verify), at most ``UPLOAD_ATTEMPTS`` times."""
+    for attempt in range(UPLOAD_ATTEMPTS):
+        try:
+            write()
+            return
+        except (StorageError, OSError) as e:
+            if attempt + 1 == UPLOAD_ATTEMPTS:
+                raise
+            pause_s = UPLOAD_RETRY_PAUSE_S * 2**attempt
+            print(f"checkpoint: {_one_line(e)}: retrying in {pause_s:.0f} s", file=sys.stderr, flush=True)
+            time.sleep(pause_s)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if not isinstance(e, UserError) else text

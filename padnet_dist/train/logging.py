@@ -25,7 +25,8 @@ from padnet_dist.storage.url import is_s3, join_url, local_path
 from padnet_dist.world import World
 
 # record keys that are not loss terms
-_NOT_LOSSES = ("step", "epoch", "lr", "samples_per_s", "data_wait_s", "compute_s", "num_corrupt_skipped", "time")
+_NOT_LOSSES = ("step", "epoch", "lr", "samples_per_s", "data_wait_s", "compute_s", "num_corrupt_skipped", "time",
+               "data_wait_share", "comm_s", "max_memory_gb", "model_tflops_per_s", "mfu")  # fmt: skip
 
 
 class RunLogger:
@@ -34,8 +35,11 @@ class RunLogger:
     A run resumed at step ``initial_step`` first drops the records after it (steps it will redo), so the log
     holds each step once, as the weights saw it.
 
-    A record holds step, epoch, every loss term, lr, samples/s, data-wait and compute seconds per step, and the
-    wall-clock time it was written (seconds since the epoch). Lines are strict JSON: NaN and infinities are ``null``.
+    A record holds step, epoch, every loss term, lr, samples/s, data-wait and compute seconds per step, the
+    data-wait share of the step, and the wall-clock time it was written (seconds since the epoch); with
+    ``engine.comm_timing`` the all-reduce seconds in it (``comm_s``, part of ``compute_s``); on GPUs the peak
+    memory (``max_memory_gb``), the model's achieved TFLOP/s and, given ``engine.peak_tflops``, the model FLOP
+    utilisation (``mfu``). Lines are strict JSON: NaN and infinities are ``null``.
 
     ``progress_bar``: on rank 0, a tqdm bar when ``stream`` (default stderr) is a terminal, else a plain line per
     record holding a loss (step/total, ETA, loss terms, lr, samples/s of this rank, data-wait share).
@@ -129,6 +133,8 @@ class RunLogger:
             f"{head}step {step}/{total} ({100 * step / max(total, 1):.1f}%) | eta {eta} | loss {losses} | "
             f"lr {record.get('lr', float('nan')):.3g} | {record.get('samples_per_s', 0.0):.1f} samples/s/rank | "
             f"data wait {100 * wait_share:.0f}%"
+            + (f" | {record['max_memory_gb']:.1f} GB" if "max_memory_gb" in record else "")
+            + (f" | MFU {100 * record['mfu']:.0f}%" if "mfu" in record else "")
         )
 
     def advance(self, num_steps: int = 1) -> None:

@@ -19,6 +19,8 @@ the centre of its 4x4 cell (4i + 1.5), not its top-left pixel 4i (a 1.5-pixel sh
     interpolated, so half a pixel remains), no label is invented;
   contours: a cell is 1 if any full-resolution pixel inside it is 1 (adaptive max-pool over the cell, which is
     centred on the output pixel; thin boundaries survive), else 0 if any pixel in it is valid, else 255.
+The resizes live in ``data.targets``; the training loader makes normals and contours directly on the 1/4 grid
+(``normals_at_size``, ``contours_at_size``, bitwise equal to these resizes), so here they pass through unchanged.
 """
 
 from __future__ import annotations
@@ -27,45 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from padnet_dist.config.optim import LossConfig
+from padnet_dist.data.targets import CONTOUR_IGNORE, resize_contour, resize_nearest, resize_normals, resize_valid
 
 DEPTH_OUTPUTS = ("inter_depth", "final_depth")
 NORMAL_OUTPUTS = ("inter_normals",)
 SEMANTIC_OUTPUTS = ("inter_semantic", "final_semantic")
 CONTOUR_OUTPUTS = ("inter_contour",)
 LOSS_NAMES = ("inter_depth", "inter_normals", "inter_semantic", "inter_contour", "final_depth", "final_semantic")
-CONTOUR_IGNORE = 255.0
-
-
-def _resize_nearest(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, K, H, W) -> (B, K, h, w): the source pixel nearest to each output pixel's centre (labels)."""
-    if tuple(target.shape[-2:]) == size:
-        return target
-    return F.interpolate(target, size=size, mode="nearest-exact")
-
-
-def _resize_valid(target: torch.Tensor, valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, K, H, W) values, (B, 1, H, W) bool -> (B, K, h, w) sampled at the output pixels' centres.
-
-    Bilinear (align_corners=False) where every source pixel with a weight is valid, else the nearest source pixel
-    (which may be invalid: the caller's validity test then rejects it).
-    """
-    if tuple(target.shape[-2:]) == size:
-        return target
-    clean = torch.where(valid, target, torch.zeros_like(target))
-    bilinear = F.interpolate(clean, size=size, mode="bilinear", align_corners=False)
-    all_valid = F.interpolate(valid.to(target.dtype), size=size, mode="bilinear", align_corners=False) >= 1.0 - 1e-6
-    return torch.where(all_valid, bilinear, F.interpolate(clean, size=size, mode="nearest-exact"))
-
-
-def _resize_contour(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(target.shape[-2:]) == size:
-        return target
-    if target.shape[-2] < size[0] or target.shape[-1] < size[1]:
-        return F.interpolate(target, size=size, mode="nearest")
-    positive = F.adaptive_max_pool2d((target == 1).to(target.dtype), size)
-    any_valid = F.adaptive_max_pool2d((target != CONTOUR_IGNORE).to(target.dtype), size)
-    ignore = torch.full_like(positive, CONTOUR_IGNORE)
-    return torch.where(positive > 0, positive, torch.where(any_valid > 0, torch.zeros_like(positive), ignore))
 
 
 def _sample_mask(batch: dict, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -94,18 +64,14 @@ def euclidean_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
 def depth_loss(pred: torch.Tensor, depth: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
     """pred (B, 1, h, w); depth (B, 1, H, W) in the same unit (data.depth_target: m, px or 1/m), 0 = invalid."""
     depth = depth.to(pred.dtype)
-    target = _resize_valid(depth, (depth > 0) & torch.isfinite(depth), tuple(pred.shape[-2:]))
+    target = resize_valid(depth, (depth > 0) & torch.isfinite(depth), tuple(pred.shape[-2:]))
     mask = (target > 0) & torch.isfinite(target) & sample_mask.view(-1, 1, 1, 1)
     return euclidean_loss(pred, torch.where(mask, target, torch.zeros_like(target)), mask)
 
 
 def normals_loss(pred: torch.Tensor, normals: torch.Tensor, sample_mask: torch.Tensor) -> torch.Tensor:
     """pred (B, 3, h, w); normals (B, 3, H, W) unit vectors, zero vector = invalid. The prediction is not normalised."""
-    normals = normals.to(pred.dtype)
-    size = tuple(pred.shape[-2:])
-    target = _resize_valid(normals, normals.abs().sum(dim=1, keepdim=True) > 0, size)
-    if tuple(normals.shape[-2:]) != size:  # an average of unit vectors is shorter than 1
-        target = target / target.norm(dim=1, keepdim=True).clamp_min(torch.finfo(target.dtype).tiny)
+    target = resize_normals(normals.to(pred.dtype), tuple(pred.shape[-2:]))
     mask = (target.abs().sum(dim=1, keepdim=True) > 0) & sample_mask.view(-1, 1, 1, 1)
     return euclidean_loss(pred, target, mask)
 
@@ -114,7 +80,7 @@ def semantic_loss(
     logits: torch.Tensor, semantic: torch.Tensor, sample_mask: torch.Tensor, ignore_index: int
 ) -> torch.Tensor:
     """Softmax cross-entropy averaged over non-ignored pixels. logits (B, C, h, w); semantic (B, H, W) int64."""
-    target = _resize_nearest(semantic.unsqueeze(1).to(torch.float32), tuple(logits.shape[-2:])).squeeze(1).long()
+    target = resize_nearest(semantic.unsqueeze(1).to(torch.float32), tuple(logits.shape[-2:])).squeeze(1).long()
     target = torch.where(sample_mask.view(-1, 1, 1), target, torch.full_like(target, ignore_index))
     num_valid = (target != ignore_index).sum()
     total = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
@@ -130,7 +96,7 @@ def contour_loss(
     num_negative / num_positive counted over the valid pixels of this batch (a constant, no gradient), so both
     classes carry equal total weight as in HED-style edge losses.
     """
-    target = _resize_contour(contour.to(logits.dtype), tuple(logits.shape[-2:]))
+    target = resize_contour(contour.to(logits.dtype), tuple(logits.shape[-2:]))
     mask = (target != CONTOUR_IGNORE) & sample_mask.view(-1, 1, 1, 1)
     positive = (target == 1) & mask
     binary = positive.to(logits.dtype)

@@ -10,6 +10,7 @@
 The training jobs are submitted at once (each node has room for three) so their start-ups and requeue delays
 overlap. The GPU defaults of ``slurm/train_cityscapes.sh`` are overridden on the sbatch command line only, as a
 user would for a CPU run: ``--nodes=2 --ntasks-per-node=1 --gpus-per-node=0 --cpus-per-task=1``, ``configs/tiny.yaml``.
+The cluster is the session's ``slurm_cluster`` (``tests/conftest.py``), shared with the pipeline's Slurm tests.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cluster.slurm_local.cluster import NODE_ADDRS, ClusterError, LocalSlurmCluster, missing_requirements
+from cluster.slurm_local.cluster import NODE_ADDRS, LocalSlurmCluster
 from padnet_dist.storage import storage_for
 from padnet_dist.train import checkpoint as ckpt
 from padnet_dist.train import read_inference_checkpoint
@@ -47,30 +48,6 @@ JOB_TIMEOUT_S = 600.0
 # 16 samples over 2 ranks of batch 2: 4 steps per epoch, 3 epochs. Two workers per rank, as real presets have.
 STEPS_PER_EPOCH, NUM_STEPS = 4, 12
 PHASE1 = ("phases.phase1.epochs=3", "run.checkpoint_every_steps=2", "data.num_workers=2")
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"local Slurm cluster: {reason}")
-    pytest.skip(f"local Slurm cluster: {reason}")
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster():
-    """A two-node Slurm cluster (n1, n2) on this host; /etc/hosts is as before once it stops."""
-    reason = missing_requirements()
-    if reason:
-        _unavailable(reason)
-    hosts_before = Path("/etc/hosts").read_text()
-    cluster = LocalSlurmCluster(num_cpus_per_node=3)
-    try:
-        cluster.start()
-    except ClusterError as e:
-        _unavailable(f"did not start: {e}")
-    print(f"local Slurm cluster up in {cluster.start_s:.1f} s")
-    yield cluster
-    cluster.stop()
-    assert Path("/etc/hosts").read_text() == hosts_before
 
 
 def _job_env(cluster: LocalSlurmCluster, **extra: str) -> dict[str, str]:
@@ -242,7 +219,7 @@ def test_signalled_phase1_commits_requeues_resumes_then_phase2_and_eval_run(slur
     for rank in (0, 1):  # steps after the commit are redone once and logged once
         assert _logged_steps(run_dir, rank) == list(range(1, NUM_STEPS + 1))
     names = {p.name for p in Path(resumed["checkpoint"]).iterdir()}
-    assert {"loader-rank0.json", "loader-rank1.json", "rng-rank0.json", "rng-rank1.json", "model.pt"} <= names
+    assert {"loader-rank0.json", "loader-rank1.json", "rng-rank0.json", "rng-rank1.json", "trainer.json"} <= names
     # the preset's ZeRO stage 1: each rank saved its own optimiser shard
     shards = sorted(p.name for p in Path(resumed["checkpoint"], "engine").glob("zero_pp_rank_*_optim_states.pt"))
     assert shards == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]

@@ -8,6 +8,7 @@ import torch
 
 from padnet_dist.cli import main
 from padnet_dist.config import load_config
+from padnet_dist.train.weights import MODULE_STATES
 from tests.helpers.checkpoint import write_checkpoint
 
 TINY = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny.yaml")
@@ -18,7 +19,7 @@ def test_export_writes_the_checkpoints_state_dict(tmp_path, capsys):
     out = tmp_path / "out" / "padnet.pt"
     assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(out)]) == 0  # newest of the run
     exported = torch.load(out, weights_only=True)
-    saved = torch.load(os.path.join(ckpt, "model.pt"), weights_only=True)
+    saved = torch.load(os.path.join(ckpt, MODULE_STATES), weights_only=True)["module"]
     assert exported.keys() == saved.keys() and all(torch.equal(exported[k], saved[k]) for k in saved)
     printed = capsys.readouterr().out
     assert f"wrote {out}: {len(saved)} tensors" in printed and "resnet18" in printed

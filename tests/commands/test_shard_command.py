@@ -37,7 +37,7 @@ def test_registry_is_explicit_and_complete():
 def test_synthetic_to_local_path_reads_back_and_rerun_skips(tmp_path, capsys):
     out = tmp_path / "synth"
     argv = ["shard", "synthetic", "--num", "64", *SIZE, "--seed", "5", "--split", "train", "--out", str(out)]
-    argv += ["--samples-per-shard", "16", "--workers", "2", "--no-progress"]
+    argv += ["--samples-per-shard", "16", "--workers", "2", "--no-progress", "--rgb-format", "png"]  # lossless
     assert main(argv) == 0
     assert "64 synthetic/train samples in 4 shards" in capsys.readouterr().out
     manifest = read_manifest(str(out / "train.manifest.json"))
@@ -66,10 +66,13 @@ def test_splits_get_different_scenes_by_default(tmp_path):
     assert next(iter(train)) == f"synth_{split_seed('train')}_0000000"
 
 
-def test_jpg_rgb_format_and_scene_kind(tmp_path):
+def test_jpg_rgb_is_the_default_format_and_scene_kind(tmp_path):
+    from padnet_dist.data.manifest import read_manifest
+
     out = tmp_path / "jpg"
-    argv = ["shard", "synthetic", "--num", "2", *SIZE, "--split", "val", "--out", str(out), "--rgb-format", "jpg"]
+    argv = ["shard", "synthetic", "--num", "2", *SIZE, "--split", "val", "--out", str(out)]
     assert main([*argv, "--scene", "room", "--no-progress"]) == 0
+    assert read_manifest(str(out / "val.manifest.json")).rgb_format == "jpeg"  # new shards: JPEG rgb (measured)
     sample = next(iter(read_back(str(out / "val.manifest.json")).values()))
     expected = load_scene(SyntheticScene(split_seed("val"), 0, 32, 64, "room"))
     assert sample["meta"]["scene"] == "room"
@@ -81,7 +84,7 @@ def test_jpg_rgb_format_and_scene_kind(tmp_path):
 def test_synthetic_to_s3(s3, capsys):
     out = s3.url("datasets/synth")
     argv = ["shard", "synthetic", "--num", "64", *SIZE, "--seed", "1", "--split", "train", "--out", out]
-    argv += ["--endpoint-url", s3.endpoint_url, "--samples-per-shard", "20", "--no-progress"]
+    argv += ["--endpoint-url", s3.endpoint_url, "--samples-per-shard", "20", "--no-progress", "--rgb-format", "png"]
     assert main(argv) == 0
     manifest_url = s3.url("datasets/synth/train.manifest.json")
     manifest = read_manifest(manifest_url, s3.storage_cfg)

@@ -78,7 +78,10 @@ def test_depth_divided_by_scale_and_holes_never_blend(scale):
     assert (out["depth"] > 0).any() and (out["depth"] == 0).any()
     assert torch.allclose(values[values > 0], torch.tensor(4.0 / scale))
     kept = _augment(sample, AugmentParams(scale=scale, top=0, left=0, flip=False), crop=(16, 16), divide=False)
-    assert set(kept["depth"].unique().tolist()) <= {0.0, 4.0}
+    # grid_sample's float32 weights w and 1 - w sum to 1 only within a few ulps, so an interpolation of 4.0
+    # with 4.0 may land 1-2 ulps off; a blend with a hole would be off by its weight, >= 0.1 at these scales.
+    positive = kept["depth"][kept["depth"] > 0]
+    assert ((kept["depth"] == 0) | ((kept["depth"] - 4.0).abs() <= 4 * 2.0**-22)).all() and positive.numel()
 
 
 def test_crop_size_and_padding_outside_the_image():

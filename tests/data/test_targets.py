@@ -179,3 +179,75 @@ def test_depth_targets_round_trip_and_keep_invalid_zero():
     assert torch.equal(target_to_depth(torch.tensor([-1.0, 0.0]), "disparity", baseline_m=0.2, fx=10.0), torch.zeros(2))
     with pytest.raises(ValueError, match="baseline"):
         depth_to_target(depth, "disparity")
+
+
+# -- targets on the intermediate heads' grid: equal to the objective's resize of the full-resolution maps --------
+def _scene_depth(batch: int, height: int, width: int, seed: int) -> torch.Tensor:
+    """Tilted planes at two distances (depth steps), smooth bumps (curvature), holes and a non-finite pixel."""
+    g = torch.Generator().manual_seed(seed)
+    v, u = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
+                          indexing="ij")  # fmt: skip
+    depth = []
+    for _ in range(batch):
+        a, b = torch.rand(2, generator=g) * 0.02
+        z = 1.0 / (0.1 + a * u / width + b * v / height) + 0.3 * torch.sin(u / 3) * torch.cos(v / 4)
+        z = torch.where(u > width * torch.rand(1, generator=g), z * 1.5, z)  # a depth step
+        z = torch.where(torch.rand(height, width, generator=g) < 0.05, torch.zeros_like(z), z)  # holes
+        depth.append(z)
+    depth = torch.stack(depth).unsqueeze(1).to(torch.float32)
+    depth[0, 0, height // 2, width // 3] = float("nan")
+    return depth
+
+
+@pytest.mark.parametrize("height,width", [(32, 48), (40, 40), (30, 45), (13, 22), (8, 4)])
+def test_normals_at_the_heads_grid_equal_the_resized_full_resolution_normals(height, width):
+    from padnet_dist.data.targets import intermediate_size, normals_at_size, resize_normals
+
+    depth = _scene_depth(3, height, width, seed=height * width)
+    cam = (torch.tensor([40.0, 35.0, 50.0], dtype=torch.float64), torch.tensor([42.0, 36.0, 48.0]).double(),
+           torch.tensor([width / 2 - 0.5, width / 3, width / 2]).double(), torch.tensor([height / 2, 5.0, 7.5]).double())  # fmt: skip
+    size = intermediate_size(height, width)
+    reference = resize_normals(normals_from_depth(depth, *cam), size)  # what the objective makes of full-res normals
+    got = normals_at_size(depth, *cam, size)
+    assert got.shape == (3, 3, *size)
+    assert torch.equal(got, reference)  # bitwise: the same pixels through the same operations
+    valid = got.abs().sum(dim=1) > 0
+    assert valid.any() and (~valid).any()
+
+
+@pytest.mark.parametrize("width_px", [1, 2])
+@pytest.mark.parametrize("height,width", [(32, 48), (30, 45), (9, 14)])
+def test_contours_at_the_heads_grid_equal_the_resized_full_resolution_contours(height, width, width_px):
+    from padnet_dist.data.targets import contours_at_size, intermediate_size, resize_contour
+
+    g = torch.Generator().manual_seed(height + width)
+    blocks = torch.randint(0, 6, (2, height // 3 + 1, width // 3 + 1), generator=g)
+    semantic = blocks.repeat_interleave(3, 1).repeat_interleave(3, 2)[:, :height, :width]
+    semantic = torch.where(semantic == 5, torch.full_like(semantic, 255), semantic)  # ignore regions
+    semantic[1, :, : width // 2] = 255  # a half-ignored sample
+    size = intermediate_size(height, width)
+    for labels in (semantic, torch.where(semantic == 3, torch.full_like(semantic, 254), semantic)):
+        reference = resize_contour(contours_from_labels(labels, 255, width_px), size)
+        assert torch.equal(contours_at_size(labels, size, 255, width_px), reference)
+    # labels beyond 8 bits or another ignore index take the float path, with the same answer
+    wide = torch.where(semantic == 255, torch.full_like(semantic, 999), semantic * 100)
+    assert torch.equal(contours_at_size(wide, size, 999, width_px),
+                       resize_contour(contours_from_labels(wide, 999, width_px), size))  # fmt: skip
+    assert {1.0, 255.0} <= set(contours_at_size(semantic, size).unique().tolist()) <= {0.0, 1.0, 255.0}
+
+
+def test_losses_are_the_same_from_targets_made_on_the_heads_grid():
+    from padnet_dist.config.optim import LossConfig
+    from padnet_dist.data.targets import contours_at_size, normals_at_size
+    from padnet_dist.train.objective import compute_losses
+
+    depth = _scene_depth(2, 32, 40, seed=1)
+    semantic = torch.randint(0, 4, (2, 8, 10)).repeat_interleave(4, 1).repeat_interleave(4, 2)
+    cam = camera(2)
+    g = torch.Generator().manual_seed(0)
+    outputs = {"inter_normals": torch.randn(2, 3, 8, 10, generator=g), "inter_contour": torch.randn(2, 1, 8, 10, generator=g)}  # fmt: skip
+    full = {"normals": normals_from_depth(depth, *cam), "contour": contours_from_labels(semantic)}
+    quarter = {"normals": normals_at_size(depth, *cam, (8, 10)), "contour": contours_at_size(semantic, (8, 10))}
+    a = compute_losses(outputs, full, LossConfig(contour_pos_balance=True))
+    b = compute_losses(outputs, quarter, LossConfig(contour_pos_balance=True))
+    assert all(torch.equal(a[k], b[k]) for k in a)

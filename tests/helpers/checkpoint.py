@@ -1,4 +1,5 @@
-"""A committed checkpoint of a model in the layout training writes (config.yaml, model.pt, COMMITTED)."""
+"""A committed checkpoint of a model in the layout training writes: config.yaml, the weights in DeepSpeed's module
+states (``engine/mp_rank_00_model_states.pt``, key ``module``: their only copy) and COMMITTED."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 from padnet_dist.config import Config, to_yaml
 from padnet_dist.model import build_model
+from padnet_dist.train.weights import MODULE_STATES
 
 
 def write_checkpoint(run_dir: str, cfg: Config, *, step: int = 3, seed: int = 0, phase: int = 2) -> str:
@@ -20,8 +22,9 @@ def write_checkpoint(run_dir: str, cfg: Config, *, step: int = 3, seed: int = 0,
     ckpt = os.path.join(run_dir, f"phase{phase}", "checkpoints", f"step-{step:09d}")
     os.makedirs(ckpt)
     buf = io.BytesIO()
-    torch.save(build_model(cfg.model).state_dict(), buf)
-    files = {"config.yaml": to_yaml(cfg).encode(), "model.pt": buf.getvalue()}
+    torch.save({"module": build_model(cfg.model).state_dict()}, buf)
+    files = {"config.yaml": to_yaml(cfg).encode(), MODULE_STATES: buf.getvalue()}
+    os.makedirs(os.path.join(ckpt, os.path.dirname(MODULE_STATES)))
     for name, data in files.items():
         with open(os.path.join(ckpt, name), "wb") as f:
             f.write(data)

@@ -9,7 +9,6 @@ claim fails.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ import torch
 from padnet_dist.cli import main
 from padnet_dist.config import load_config
 from padnet_dist.model import build_model
+from padnet_dist.sweep.rows import read_header
 from tests.helpers import REPO_ROOT
 
 ABLATIONS = REPO_ROOT / "configs" / "ablations"
@@ -65,23 +65,11 @@ ROWS: dict[tuple[str, str, str], str] = {
 }
 
 
-def _header(path: Path) -> tuple[list[tuple[str, str, str]], str]:
-    """The ``# paper:`` rows (table, row, note) and the ``# dataset:`` preset of an ablation file."""
-    rows, dataset = [], ""
-    for line in path.read_text().splitlines():
-        if line.startswith("# paper:"):
-            fields = [f.strip() for f in line.removeprefix("# paper:").split("|")]
-            rows.append((fields[0], fields[1], fields[2] if len(fields) > 2 else ""))
-        elif line.startswith("# dataset:"):
-            dataset = line.removeprefix("# dataset:").strip()
-    return rows, dataset
-
-
 PRESETS = sorted(p.stem for p in ABLATIONS.glob("*.yaml"))
 
 
 def test_every_paper_row_has_exactly_one_preset_and_every_preset_a_known_row() -> None:
-    claimed = [row for stem in PRESETS for row in _header(ABLATIONS / f"{stem}.yaml")[0]]
+    claimed = [row for stem in PRESETS for row in read_header(ABLATIONS / f"{stem}.yaml")[0]]
     assert sorted(claimed) == sorted(ROWS), "a preset claims an unknown row, or a row has no or two presets"
     assert len([r for r in ROWS if r[0] == "Table 1"]) == 6 and len([r for r in ROWS if r[0] == "Table 2"]) == 6
     assert {r[1] for r in ROWS if r[0] == "Table 6"} == {f"MTDN-{s}" for s in ("mds", "inp0", "inp2", "inp3", "full")}
@@ -89,7 +77,7 @@ def test_every_paper_row_has_exactly_one_preset_and_every_preset_a_known_row() -
 
 @pytest.mark.parametrize("stem", PRESETS)
 def test_preset_builds_the_variant_and_backbone_its_header_claims(stem: str) -> None:
-    rows, dataset = _header(ABLATIONS / f"{stem}.yaml")
+    rows, dataset = read_header(ABLATIONS / f"{stem}.yaml")
     assert rows, f"{stem}.yaml has no '# paper: Table N | row' line"
     for row in rows:
         assert dataset == SETTING[row[0]][0], f"{stem}: {row[0]} was run on {SETTING[row[0]][0]}"
@@ -107,7 +95,7 @@ def test_preset_builds_the_variant_and_backbone_its_header_claims(stem: str) -> 
 @pytest.mark.parametrize("stem", PRESETS)
 def test_model_command_describes_every_preset_at_full_size(stem: str, capsys) -> None:
     """``padnet-dist model --config <dataset preset> --config <ablation>`` works for every row (meta device)."""
-    _, dataset = _header(ABLATIONS / f"{stem}.yaml")
+    _, dataset = read_header(ABLATIONS / f"{stem}.yaml")
     assert (
         main(["model", "--config", str(REPO_ROOT / dataset), "--config", str(ABLATIONS / f"{stem}.yaml"), "--json"])
         == 0

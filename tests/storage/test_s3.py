@@ -124,3 +124,17 @@ def test_streaming_read_resumes_after_a_dropped_connection(s3):
     st.client().meta.events.unregister("before-send.s3.GetObject", record)
     assert head + rest == data
     assert ranges[0] is None and ranges[1].startswith(b"bytes=") and len(ranges) == 2  # resumed, not restarted
+
+
+def test_unfinished_multipart_uploads_below_a_prefix_are_aborted_and_sizes_read(s3):
+    st = storage_for(s3.url(), s3.storage_cfg)
+    client = s3.client()
+    for key in ("run/ckpt/step-1/a.pt", "run/ckpt/step-2/b.pt", "other/c.pt"):
+        client.create_multipart_upload(Bucket=s3.bucket, Key=key)  # a killed writer's, never completed
+    assert st.abort_multipart_uploads(s3.url("run/ckpt")) == 2
+    left = client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])
+    assert [u["Key"] for u in left] == ["other/c.pt"]
+    st.write_bytes(s3.url("run/x.json"), b"12345")
+    assert st.size(s3.url("run/x.json")) == 5
+    with pytest.raises(StorageNotFound):
+        st.size(s3.url("run/missing.json"))

@@ -95,6 +95,18 @@ def test_a_run_prints_its_resolved_config_and_saves_it_beside_the_logs(tiny_cfg,
     assert "phase 1 step 2/2 (100.0%)" in err  # capsys is not a terminal: plain progress lines
 
 
+def test_step_records_carry_the_data_wait_share_and_the_all_reduce_time(tiny_cfg, tmp_path) -> None:
+    cfg = tiny_cfg("run.max_steps=2", "engine.comm_timing=true", run_dir=str(tmp_path / "run"))
+    train(cfg, World(master_port=_free_port()))
+    log = local_path(join_url(cfg.run.dir, "phase1", "logs", "rank0.jsonl"))
+    records = [json.loads(line) for line in open(log, encoding="utf-8")]
+    assert [r["step"] for r in records] == [1, 2]
+    for r in records:
+        assert r["data_wait_share"] == pytest.approx(r["data_wait_s"] / (r["data_wait_s"] + r["compute_s"]))
+        assert 0.0 <= r["comm_s"] <= r["compute_s"]  # one rank: DeepSpeed skips the all-reduce, ~0 s
+        assert "max_memory_gb" not in r and "mfu" not in r  # GPU-only figures
+
+
 def _free_port() -> int:
     import socket
 

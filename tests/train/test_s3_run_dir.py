@@ -27,7 +27,8 @@ def test_s3_run_dir_commits_resumes_and_exports(s3, tiny_cfg, tmp_path):
     first = train(tiny_cfg(*common, "run.max_steps=3", run_dir=run_dir), World(master_port=free_port()))
     assert first["checkpoint"] == join_url(phase_dir, "checkpoints", "step-000000003")
     names = {u.rsplit("/", 1)[1] for u in st.list(first["checkpoint"])}
-    assert {"COMMITTED", "mp_rank_00_model_states.pt", "model.pt", "trainer.json", "loader-rank0.json"} <= names
+    assert {"COMMITTED", "mp_rank_00_model_states.pt", "trainer.json", "loader-rank0.json"} <= names
+    assert "model.pt" not in names  # the weights are stored once, in DeepSpeed's module states
     log_url = join_url(phase_dir, "logs", "rank0.jsonl")
     assert [json.loads(line)["step"] for line in st.read_bytes(log_url).decode().splitlines()] == [1, 2, 3]
 

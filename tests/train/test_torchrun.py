@@ -60,7 +60,7 @@ def test_torchrun_two_ranks_phase1_then_phase2(tiny_manifest, tmp_path):
     assert [s for s, _ in ckpt.list_committed(ckpt.phase_dir(run_dir, 1), st)] == [4]
     assert [s for s, _ in ckpt.list_committed(ckpt.phase_dir(run_dir, 2), st)] == [2]
     done = Path(p1["checkpoint"])
-    assert {"loader-rank0.json", "loader-rank1.json", "rng-rank0.json", "rng-rank1.json", "model.pt"} <= {
+    assert {"loader-rank0.json", "loader-rank1.json", "rng-rank0.json", "rng-rank1.json", "trainer.json"} <= {
         p.name for p in done.iterdir()
     }
     for phase, steps in ((1, 4), (2, 2)):
