@@ -50,6 +50,10 @@ class ModelConfig:
     intermediate_tasks: list[str] = field(default_factory=_all_tasks)  # intermediate heads (see supervise_intermediate)
     distill_inputs: list[str] = field(default_factory=_all_tasks)  # predictions fed to distillation
     supervise_intermediate: bool = True
+    # Initial bias of the depth score convolutions (intermediate head and decoder), in data.depth_target's unit:
+    # 0 is the paper's plain random init; the training split's mean depth starts depth at the mean-depth baseline,
+    # so the first steps of phase 2 do not spend an L2 gradient 5x the other terms' on learning one constant.
+    depth_init: float = 0.0
 
     def __post_init__(self) -> None:
         _one_of("model.backbone", self.backbone, BACKBONES)

@@ -29,6 +29,7 @@ def build_model(model_cfg: ModelConfig, backbone_state_dict: Mapping[str, torch.
         intermediate_tasks=list(model_cfg.intermediate_tasks),
         distill_inputs=list(model_cfg.distill_inputs),
         supervise_intermediate=model_cfg.supervise_intermediate,
+        depth_init=model_cfg.depth_init,
     )
     if backbone_state_dict is not None:
         model.frontend.load_backbone_state_dict(backbone_state_dict)

@@ -24,7 +24,7 @@ from torch import nn
 from padnet_dist.model.decoder import Bridge, Decoder
 from padnet_dist.model.distillation import DISTILLATIONS, DistillationInputs
 from padnet_dist.model.frontend import FrontEnd
-from padnet_dist.model.heads import MultiTaskPrediction, score_channels
+from padnet_dist.model.heads import IntermediateHead, MultiTaskPrediction, init_score_conv, score_channels
 from padnet_dist.vocabulary import FINAL_TASKS, TASKS, VARIANTS
 
 OUTPUT_NAMES = tuple(f"inter_{t}" for t in TASKS) + tuple(f"final_{t}" for t in FINAL_TASKS)
@@ -71,6 +71,7 @@ class PADNet(nn.Module):
         intermediate_tasks: Sequence[str] = TASKS,
         distill_inputs: Sequence[str] = TASKS,
         supervise_intermediate: bool = True,
+        depth_init: float = 0.0,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -124,10 +125,16 @@ class PADNet(nn.Module):
         self.output_names = tuple(f"inter_{t}" for t in self.intermediate_tasks) + tuple(
             f"final_{k}" for k in self.final_tasks
         )
-        self._init_new_modules()
+        self._init_new_modules(depth_init)
 
-    def _init_new_modules(self) -> None:
-        """Kaiming-normal (fan_out, ReLU) convolutions with zero bias, BN at identity; the backbone keeps its own."""
+    def _init_new_modules(self, depth_init: float) -> None:
+        """Kaiming-normal (fan_out, ReLU) convolutions with zero bias, BN at identity; the backbone keeps its own.
+
+        The score convolutions (intermediate heads and decoders) are linear outputs, not followed by a ReLU: they
+        get ``init_score_conv`` instead, so every prediction starts within about one unit of its bias rather than at the
+        several units of spread a ReLU-gain fan_out init gives a 1-3 channel output. The
+        depth score convolutions' bias is ``depth_init`` (in the depth target's unit).
+        """
         for name, module in self.named_modules():
             if name.startswith("frontend.backbone"):
                 continue
@@ -138,6 +145,14 @@ class PADNet(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if isinstance(module, (IntermediateHead, Decoder)):
+                init_score_conv(module.score)
+        depth_scores = [self.decoders[k].score for k in self.decoders if k == "depth"]
+        if "depth" in self.intermediate_tasks:
+            depth_scores.append(self.intermediate.heads["depth"].score)
+        for conv in depth_scores:
+            nn.init.constant_(conv.bias, depth_init)
 
     def forward(self, rgb: torch.Tensor, outputs: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         names = self.output_names if outputs is None else tuple(outputs)
