@@ -8,19 +8,22 @@ that run coordinators must agree to well within ``ttl_s`` (NTP).
 Taking and renewing are atomic where the lease lives:
 - ``s3://``: conditional PUTs. Creating sends ``If-None-Match: *``; taking over an expired lease and renewing send
   ``If-Match: <ETag read>``: of two coordinators racing, S3 lets exactly one write win (412 for the other).
-- local files: creating is ``O_CREAT | O_EXCL``. Taking over renames the expired file aside (only one renamer of
-  one file succeeds) and creates anew with ``O_EXCL``; a renamer that finds it moved a lease it did not judge expired
-  links it back. Renewing checks the token, then replaces the file atomically.
+- local files: every read-check-write (take, renew, release) holds an exclusive ``flock`` on ``pipeline.lease.lock``
+  beside the lease, and the lease file itself is replaced atomically (temp file + rename), so a reader never sees a
+  torn lease and of two coordinators racing for a free or expired lease exactly one writes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import getpass
 import json
 import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,9 +103,7 @@ class Lease:
             if is_s3(self.url):
                 _S3(self.storage_cfg).delete(self)
             else:
-                current = _read_local(local_path(self.url))
-                if current is not None and current.get("token") == self.token:
-                    os.unlink(local_path(self.url))
+                _release_local(self)
         except (LeaseLost, FileNotFoundError):
             pass
 
@@ -144,56 +145,45 @@ def _read_local(path: str) -> dict | None:
         return {}  # a torn or foreign file: treated as expired
 
 
-def _create_local(path: str, data: bytes) -> bool:
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path.lock`` for one read-check-write of the lease (released on close)."""
+    fd = os.open(f"{path}.lock", os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return True
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _acquire_local(lease: Lease, now: float) -> None:
     path = local_path(lease.url)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(3):
-        if _create_local(path, lease.body(now)):
-            return
+    with _locked(path):
         current = _read_local(path)
-        if current is None:
-            continue  # released meanwhile
-        if not is_free(current, now):
+        if current is not None and not is_free(current, now):
             raise _held(lease.url, current)
-        aside = f"{path}.expired-{lease.token}"
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            continue  # another coordinator moved it first
-        moved = _read_local(aside)
-        if moved is not None and moved.get("token") != current.get("token"):
-            # we moved a lease taken meanwhile by someone else: put it back unless yet another one exists
-            try:
-                os.link(aside, path)
-            except FileExistsError:
-                pass
-            os.unlink(aside)
-            raise _held(lease.url, moved)
-        os.unlink(aside)
-    current = _read_local(path) or {}
-    raise _held(lease.url, current)
+        body = lease.body(now)
+        atomic_write_local(path, lambda f: f.write(body))
 
 
 def _renew_local(lease: Lease) -> None:
     path = local_path(lease.url)
-    current = _read_local(path)
-    if current is None or current.get("token") != lease.token:
-        holder = describe(current) if current else "nobody"
-        raise LeaseLost(f"the lease {lease.url} was taken over (now: {holder}): this coordinator stops")
-    body = lease.body(time.time())
-    atomic_write_local(path, lambda f: f.write(body))
+    with _locked(path):
+        current = _read_local(path)
+        if current is None or current.get("token") != lease.token:
+            holder = describe(current) if current else "nobody"
+            raise LeaseLost(f"the lease {lease.url} was taken over (now: {holder}): this coordinator stops")
+        body = lease.body(time.time())
+        atomic_write_local(path, lambda f: f.write(body))
+
+
+def _release_local(lease: Lease) -> None:
+    path = local_path(lease.url)
+    with _locked(path):
+        current = _read_local(path)
+        if current is not None and current.get("token") == lease.token:
+            os.unlink(path)
 
 
 # -- S3 conditional writes -----------------------------------------------------------------------------------------
