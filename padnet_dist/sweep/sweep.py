@@ -20,7 +20,7 @@ from padnet_dist.sweep.paper import TABLES, table_name
 from padnet_dist.sweep.plan import SweepRun, final_metrics, plan_runs
 from padnet_dist.sweep.rows import Row, rows_of, table_rows
 from padnet_dist.sweep.runner import drive_runs, log
-from padnet_dist.sweep.table import markdown, to_csv
+from padnet_dist.sweep.table import markdown, text_cells, title, to_csv
 
 ABLATIONS = Path("configs/ablations")
 
@@ -110,14 +110,11 @@ def write_tables(rows: list[Row], runs: list[SweepRun], sweep_dir: str, storage_
 
 
 def _html_section(table: str, stem: str, of_table: list[tuple[Row, list[dict]]], runs: list[SweepRun]) -> str:
-    """The Markdown table as an HTML table, with each row's runs linked to their reports (relative links)."""
-    md = markdown(table, of_table).splitlines()
-    title, body = md[0].strip("*"), [line for line in md[2:] if line.startswith("|")]
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in body]
-    head, data = cells[0], cells[2:]
-    out = [f"<h2>{html.escape(title)}</h2>", f'<p><a href="{stem}.md">{stem}.md</a> · <a href="{stem}.csv">'
-           f"{stem}.csv</a></p>", "<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]  # fmt: skip
-    for (row, _), values in zip(of_table, data, strict=True):
+    """The table in HTML, with each row's runs linked to their reports (relative links)."""
+    head, lines = text_cells(table, of_table)
+    out = [f"<h2>{html.escape(title(table))}</h2>", f'<p><a href="{stem}.md">{stem}.md</a> · <a href="{stem}.csv">'
+           f"{stem}.csv</a></p>", "<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in [*head, "runs"]) + "</tr>"]  # fmt: skip
+    for (row, _), values in zip(of_table, lines, strict=True):
         links = " ".join(
             f'<a href="{r.preset}/seed{r.seed}/report.html">seed {r.seed}</a>' for r in runs if r.preset == row.run_name
         )

@@ -48,11 +48,18 @@ def _ours(c: Cell) -> str:
     return _fmt(c.mean) if c.num_seeds < 2 else f"{c.mean:.3f} ± {c.spread:.3f}"
 
 
-def markdown(table: str, results: list[tuple[Row, list[dict]]]) -> str:
-    """The table in Markdown: per column "ours (mean ± std over seeds)" and "paper"; a seeds column."""
+def title(table: str) -> str:
+    """The table's caption: what "ours" and the parenthesised values are."""
+    return f"{table} — ours: mean ± sample std over seeds" + (
+        "; (the paper's reported value)" if REPORTED[table] else ""
+    )
+
+
+def text_cells(table: str, results: list[tuple[Row, list[dict]]]) -> tuple[list[str], list[list[str]]]:
+    """Header and one line of text cells per row: method, seeds, then per column "ours (paper)"."""
     columns = COLUMNS[table]
     head = ["Method", "seeds"] + [f"{c.title} {'↓' if c.lower_is_better else '↑'}" for c in columns]
-    lines = [f"| {' | '.join(head)} |", f"|{'---|' * len(head)}"]
+    lines = []
     for row, per_seed in results:
         paper = reported(table, row.row) or {}
         cells = [cell(per_seed, c) for c in columns]
@@ -61,9 +68,15 @@ def markdown(table: str, results: list[tuple[Row, list[dict]]]) -> str:
             f"{_ours(c)} ({_fmt(paper[col.metric])})" if col.metric in paper else _ours(c)
             for c, col in zip(cells, columns, strict=True)
         ]
-        lines.append(f"| {row.label} | {seeds} | {' | '.join(values)} |")
-    note = "ours: mean ± sample std over seeds" + ("; (the paper's reported value)" if REPORTED[table] else "")
-    return "\n".join([f"**{table}** — {note}", "", *lines, ""])
+        lines.append([row.label, str(seeds), *values])
+    return head, lines
+
+
+def markdown(table: str, results: list[tuple[Row, list[dict]]]) -> str:
+    """The table in Markdown: per column "ours (mean ± std over seeds)" and "paper"; a seeds column."""
+    head, lines = text_cells(table, results)
+    rows = [f"| {' | '.join(head)} |", f"|{'---|' * len(head)}", *(f"| {' | '.join(line)} |" for line in lines)]
+    return "\n".join([f"**{title(table)}**", "", *rows, ""])
 
 
 def to_csv(table: str, results: list[tuple[Row, list[dict]]]) -> str:
