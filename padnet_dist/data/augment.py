@@ -90,11 +90,28 @@ def _tensor(array: np.ndarray, dtype: Any = None) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+_RGB_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1) * 255.0
+_RGB_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1) * 255.0
+
+
 def normalise_rgb(rgb: torch.Tensor) -> torch.Tensor:
     """uint8 or 0..255 float (3, H, W) -> ImageNet-normalised float32 (3, H, W)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1) * 255.0
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1) * 255.0
-    return (rgb.float() - mean) / std
+    return (rgb.float() - _RGB_MEAN) / _RGB_STD
+
+
+def _inside(offset: int, crop: int, scaled: int, flip: bool = False) -> tuple[int, int]:
+    """The output index range [lo, hi) of a crop axis that lies inside the scaled image (the rest is padding)."""
+    lo, hi = max(0, -offset), max(0, min(crop, scaled - offset))
+    return (crop - hi, crop - lo) if flip else (lo, hi)
+
+
+def _fill_outside(t: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int], value: float) -> torch.Tensor:
+    """Set the (..., h, w) tensor ``t`` to ``value`` outside ``rows x cols``, in place (usually nothing is outside)."""
+    t[..., : rows[0], :] = value
+    t[..., rows[1] :, :] = value
+    t[..., :, : cols[0]] = value
+    t[..., :, cols[1] :] = value
+    return t
 
 
 def augment_sample(
@@ -105,6 +122,8 @@ def augment_sample(
     crop_width: int,
     divide_depth_by_scale: bool,
     ignore_index: int,
+    min_depth_m: float = 0.0,
+    max_depth_m: float = 0.0,
 ) -> dict[str, Any]:
     """Apply ``params`` to a decoded sample (see ``data.format.decode_sample``).
 
@@ -114,6 +133,8 @@ def augment_sample(
     ``h, w = crop_height, crop_width``. With ``divide_depth_by_scale`` the scene is treated as shrunk by the scale
     (depth / s), stereo rig included (baseline / s), so baseline * fx / depth is the disparity of the resized image:
     s times the source's, as resizing by s scales any disparity, with or without dividing depth.
+    Source depth is valid where ``min_depth_m < depth`` and, when ``max_depth_m > 0``, ``depth < max_depth_m``
+    (non-finite never): the rest counts as a hole (0), as if it had been zeroed before augmentation.
     """
     height, width = sample["semantic"].shape
     scaled_h, scaled_w = scaled_size(height, width, params.scale)
@@ -133,10 +154,8 @@ def augment_sample(
     grid_x = ((2 * (src_x - x0) + 1) / (x1 - x0) - 1).float().view(1, -1).expand(crop_height, -1)
     grid_y = ((2 * (src_y - y0) + 1) / (y1 - y0) - 1).float().view(-1, 1).expand(-1, crop_width)
     grid = torch.stack([grid_x, grid_y], dim=-1).unsqueeze(0)  # (1, h, w, 2)
-    # Inside the scaled image (the crop may hang over its border when padding).
-    inside_x = ((cols + params.left) >= 0) & ((cols + params.left) < scaled_w)
-    inside_y = ((torch.arange(crop_height) + params.top) >= 0) & ((torch.arange(crop_height) + params.top) < scaled_h)
-    inside = inside_y.view(-1, 1) & inside_x.view(1, -1)
+    # The crop's rows x cols inside the scaled image (the crop may hang over its border when padding).
+    inside = _inside(params.top, crop_height, scaled_h), _inside(params.left, crop_width, scaled_w, params.flip)
 
     def window(array: np.ndarray) -> np.ndarray:
         return np.asarray(array)[y0:y1, x0:x1]
@@ -147,29 +166,39 @@ def augment_sample(
         # than grid_sample's whole pass.)
         return F.grid_sample(image.unsqueeze(0), grid, mode=mode, padding_mode="border", align_corners=False)[0]
 
+    # Nearest neighbour (labels, and depth where a bilinear weight falls on a hole) is an index gather on the stored
+    # dtype, rows then columns of the window (3x faster than numpy's fancy indexing by np.ix_): the pixel
+    # grid_sample's nearest mode would pick (the clamped coordinate rounded half to even).
+    rows_nearest, cols_nearest = _nearest(src_y, height) - y0, _nearest(src_x, width) - x0
+
+    def gather(array_window: np.ndarray) -> np.ndarray:
+        return array_window.take(rows_nearest, axis=0).take(cols_nearest, axis=1)
+
     # uint8 (h, w, 3) -> float (3, h, w) contiguous in one pass: grid_sample reads channel planes fastest.
     rgb = torch.from_numpy(np.ascontiguousarray(window(sample["rgb"]))).permute(2, 0, 1)
-    rgb = normalise_rgb(resample(rgb.to(torch.float32, memory_format=torch.contiguous_format), "bilinear")) * inside
-    depth = _tensor(window(sample["depth"]), np.float32)
-    depth_and_valid = resample(torch.stack([depth, (depth > 0).float()]), "bilinear")
-    depth_bilinear, all_valid = depth_and_valid[:1], depth_and_valid[1:] >= 1.0 - 1e-6
+    rgb = resample(rgb.to(torch.float32, memory_format=torch.contiguous_format), "bilinear")
+    rgb = _fill_outside(rgb.sub_(_RGB_MEAN).div_(_RGB_STD), *inside, 0.0)  # normalise_rgb's arithmetic, in place
 
-    # Nearest neighbour (labels, and depth where a bilinear weight falls on a hole) is an index gather, on the
-    # stored dtype: the pixel grid_sample's nearest mode would pick (the clamped coordinate rounded half to even).
-    nearest = np.ix_(_nearest(src_y, height), _nearest(src_x, width))
-    semantic = torch.from_numpy(np.asarray(sample["semantic"])[nearest].astype(np.int64))
-    semantic[~inside] = ignore_index
-
-    depth_nearest = torch.from_numpy(np.asarray(sample["depth"], dtype=np.float32)[nearest])[None]
-    depth_out = torch.where(all_valid, depth_bilinear, depth_nearest)
+    # Holes are NaN for the bilinear pass: a NaN neighbour, even one of weight 0, makes the output NaN, and there
+    # the nearest pixel is taken instead, so invalid zeros never blend into valid depth.
+    depth = window(sample["depth"])
+    valid = depth > min_depth_m
+    if max_depth_m > 0:
+        valid &= depth < max_depth_m
+    holes = np.where(valid, depth, np.float32(np.nan)).astype(np.float32, copy=False)
+    depth_out = resample(torch.from_numpy(holes)[None], "bilinear")
+    blended_hole = depth_out.isnan()
+    depth_out = torch.where(blended_hole, torch.from_numpy(gather(holes))[None], depth_out)
+    depth_out.masked_fill_(depth_out.isnan(), 0.0)
     if divide_depth_by_scale:
-        depth_out = depth_out / params.scale
-    depth_out = depth_out * inside
+        depth_out.div_(params.scale)
+    _fill_outside(depth_out, *inside, 0.0)
 
-    instances = None
-    if sample.get("instances") is not None:
-        instances = torch.from_numpy(np.asarray(sample["instances"])[nearest].astype(np.int64))
-        instances[~inside] = -1
+    def labels(array: np.ndarray, outside_value: int) -> torch.Tensor:
+        return _fill_outside(torch.from_numpy(gather(window(array)).astype(np.int64)), *inside, outside_value)
+
+    semantic = labels(sample["semantic"], ignore_index)
+    instances = None if sample.get("instances") is None else labels(sample["instances"], -1)
 
     camera = sample["camera"]
     cx = (camera["cx"] + 0.5) * sx - 0.5 - params.left

@@ -84,6 +84,23 @@ def test_depth_divided_by_scale_and_holes_never_blend(scale):
     assert ((kept["depth"] == 0) | ((kept["depth"] - 4.0).abs() <= 4 * 2.0**-22)).all() and positive.numel()
 
 
+@pytest.mark.parametrize("flip", [False, True])
+def test_depth_range_is_applied_as_holes_before_resampling(flip):
+    # The loader hands augmentation the raw depth and the valid range: the result must be what zeroing the
+    # out-of-range depth before augmentation gives, bitwise (out-of-range values never blend into valid ones).
+    sample = _plane_sample()
+    sample["depth"][5:9, 10:20] = 0.5  # too near
+    sample["depth"][14:18, 3:12] = 90.0  # too far
+    sample["depth"][1, 1] = np.nan
+    params = AugmentParams(scale=1.25, top=3, left=-2, flip=flip)
+    ranged = augment_sample(sample, params, crop_height=20, crop_width=26, divide_depth_by_scale=True,
+                            ignore_index=255, min_depth_m=1.0, max_depth_m=50.0)  # fmt: skip
+    zeroed = dict(sample, depth=np.where((sample["depth"] > 1.0) & (sample["depth"] < 50.0), sample["depth"], 0.0))
+    expected = _augment(zeroed, params, crop=(20, 26))
+    assert torch.equal(ranged["depth"], expected["depth"])
+    assert (ranged["depth"] == 0).any() and (ranged["depth"] < 50.0 / 1.25).all()
+
+
 def test_crop_size_and_padding_outside_the_image():
     sample = _plane_sample()
     # scale 0.5 -> 12 x 16, smaller than the 20 x 20 crop: the image sits at (3, 2) inside the padded crop.
