@@ -17,8 +17,9 @@ every rank still runs the same number of batches. With ``data.strict`` the first
 
 Depth: ground truth outside ``(data.min_depth_m, data.max_depth_m)`` is invalid in the decoded sample, before
 augmentation (which applies the range to the source window it reads), so the range is in the sensor's true metres
-and an out-of-range value never blends into a valid neighbour. Normals come from that metric depth; ``batch["depth"]`` then holds ``data.depth_target`` (depth in metres,
-disparity in pixels from each sample's baseline and fx, or inverse depth), 0 = invalid.
+and an out-of-range value never blends into a valid neighbour. Normals come from that metric depth; ``batch["depth"]``
+then holds ``data.depth_target`` (depth in metres, disparity in pixels from each sample's baseline and fx, or inverse
+depth), 0 = invalid.
 """
 
 from __future__ import annotations

@@ -367,24 +367,38 @@ def contours_at_size(
         raise ValueError(f"semantic must be (B, H, W), got {tuple(semantic.shape)}")
     if width < 1:
         raise ValueError(f"contour width must be >= 1, got {width}")
-    if ignore_index != 255 or semantic.numel() == 0 or int(semantic.min()) < 0 or int(semantic.max()) > 255:
+    if ignore_index != 255 or semantic.numel() == 0 or not _fits_8_bits(semantic):
         return resize_contour(contours_from_labels(semantic, ignore_index, width), size)
     labels = semantic.to(torch.uint8).unsqueeze(1)
-    valid = labels != 255
-    low = torch.where(valid, labels, torch.zeros_like(labels))  # ignore (and padding) below every label: max test
-    boundary = (_window(low, width, torch.maximum, 0) > labels) | (_window(labels, width, torch.minimum, 255) < labels)
-    boundary &= valid
-    if tuple(semantic.shape[-2:]) == tuple(size):
-        out = boundary.to(torch.float32)
-        return torch.where(valid, out, torch.full_like(out, CONTOUR_IGNORE))
+    # label + 1 wraps ignore (255) to 0, below every label + 1: the max test needs no separate masking pass.
+    shifted = labels + 1
+    boundary = _window(shifted, width, torch.maximum, 0) > shifted
+    boundary |= _window(labels, width, torch.minimum, 255) < labels
+    # 0 = ignore, 1 = valid, 2 = valid contour (an ignore pixel's own boundary test is meaningless: masked here)
+    code = (boundary.view(torch.uint8) + 1) * shifted.clamp(max=1)
+    lookup = torch.tensor([CONTOUR_IGNORE, 0.0, 1.0], device=semantic.device)
     height, width_px = semantic.shape[-2:]
-    if (height, width_px) == (4 * size[0], 4 * size[1]):  # exact 4x4 cells: the max-pool is a block "any"
-        cells = (semantic.shape[0], 1, size[0], 4, size[1], 4)
-        positive = boundary.view(cells).any(dim=5).any(dim=3)
-        any_valid = valid.view(cells).any(dim=5).any(dim=3)
-        return torch.where(any_valid, positive.to(torch.float32), CONTOUR_IGNORE)
-    contour = torch.where(valid, boundary.to(torch.float32), torch.full(labels.shape, CONTOUR_IGNORE))
-    return resize_contour(contour, size)
+    if (height, width_px) == tuple(size):
+        return lookup[code.long()]
+    if (height, width_px) == (4 * size[0], 4 * size[1]):
+        # Exact 4x4 cells: the max-pool of ``resize_contour`` is the largest code in each cell (contour over valid
+        # over ignore), as a chain of maxima over strided views.
+        cells = code.view(semantic.shape[0], 1, size[0], 4, size[1], 4)
+        rows = cells[:, :, :, 0]
+        for k in range(1, 4):  # over a cell's rows, then its columns: not over pixels
+            rows = torch.maximum(rows, cells[:, :, :, k])
+        cell_max = rows[..., 0]
+        for k in range(1, 4):
+            cell_max = torch.maximum(cell_max, rows[..., k])
+        return lookup[cell_max.long()]
+    return resize_contour(lookup[code.long()], size)
+
+
+def _fits_8_bits(semantic: torch.Tensor) -> bool:
+    if semantic.dtype == torch.uint8:
+        return True
+    low, high = torch.aminmax(semantic)
+    return int(low) >= 0 and int(high) <= 255
 
 
 def _window(x: torch.Tensor, width: int, reduce, pad_value: int) -> torch.Tensor:

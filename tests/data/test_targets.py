@@ -229,6 +229,7 @@ def test_contours_at_the_heads_grid_equal_the_resized_full_resolution_contours(h
     for labels in (semantic, torch.where(semantic == 3, torch.full_like(semantic, 254), semantic)):
         reference = resize_contour(contours_from_labels(labels, 255, width_px), size)
         assert torch.equal(contours_at_size(labels, size, 255, width_px), reference)
+        assert torch.equal(contours_at_size(labels.to(torch.uint8), size, 255, width_px), reference)
     # labels beyond 8 bits or another ignore index take the float path, with the same answer
     wide = torch.where(semantic == 255, torch.full_like(semantic, 999), semantic * 100)
     assert torch.equal(contours_at_size(wide, size, 999, width_px),
