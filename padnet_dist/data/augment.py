@@ -1,19 +1,21 @@
 """Training augmentation (paper §4.1): random scale, random crop, horizontal flip; one geometry for all maps.
 
 Per sample, deterministic: the parameters are drawn from an RNG seeded with ``(seed, epoch, position)`` so
-a resumed epoch reproduces them. The transform is a single resampling grid (scale, then crop window,
-then flip) evaluated only over the output crop, so a 1.75x scale of a 1024x2048 image never materialises
-the 1792x3584 intermediate. Pixel centres are at integer coordinates: a pixel ``x`` of the source lands at
-``(x + 0.5) * s - 0.5`` in the scaled image.
+a resumed epoch reproduces them. The transform is one geometry (scale, then crop window, then flip) evaluated only
+over the source window the crop reads, so a 1.75x scale of a 1024x2048 image never materialises the 1792x3584
+intermediate. Pixel centres are at integer coordinates: a pixel ``x`` of the source lands at ``(x + 0.5) * s - 0.5``
+in the scaled image.
 
-rgb is resampled bilinearly, labels and instances with nearest neighbour, depth bilinearly only where all
-four neighbours are valid and with nearest neighbour elsewhere (so invalid zeros never blend into valid
-depth). Outside the source image: rgb 0 after normalisation, semantic ``ignore_index``, depth 0,
-instances -1. Derived targets (normals, contours) are computed afterwards from the transformed maps.
+rgb is resized bilinearly by torch's uint8 kernel (within one grey level of the exact value), labels and instances
+with nearest neighbour, depth bilinearly in float32 only where all four neighbours are valid and with nearest
+neighbour elsewhere (so invalid zeros never blend into valid depth). Outside the source image: rgb 0 after
+normalisation, semantic ``ignore_index``, depth 0, instances -1. Derived targets (normals, contours) are computed
+afterwards from the transformed maps.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +116,52 @@ def _fill_outside(t: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int],
     return t
 
 
+def _source_span(lo: int, hi: int, size: int, scaled: int) -> tuple[int, int, int, int]:
+    """The source range [s0, s1) that resizing an axis of ``size`` pixels to ``scaled`` reads for the scaled range
+    [lo, hi), widened to multiples of the resize's period q = size / gcd(size, scaled), and its scaled range
+    [s0 * scaled / size, s1 * scaled / size): resizing only [s0, s1) to that length puts every pixel on the whole
+    resize's grid (q source pixels are exactly scaled / gcd resized ones). Returns (s0, s1, scaled s0, scaled s1)."""
+    period = size // math.gcd(size, scaled)
+    s0 = max(0, (math.floor((lo + 0.5) * size / scaled - 0.5) - 1) // period * period)
+    s1 = min(size, -(-(math.floor((hi - 0.5) * size / scaled - 0.5) + 3) // period) * period)
+    return s0, s1, s0 * scaled // size, s1 * scaled // size
+
+
+def _resize_rgb(
+    rgb: np.ndarray,
+    params: AugmentParams,
+    scaled_size_hw: tuple[int, int],
+    crop_size_hw: tuple[int, int],
+    inside: tuple[tuple[int, int], tuple[int, int]],
+) -> torch.Tensor:
+    """uint8 (H, W, 3) -> the normalised float32 (3, h, w) crop, 0 outside the scaled image: torch's uint8 bilinear
+    resize (align_corners=False) of just the source window the crop reads, cropped and flipped.
+
+    The uint8 kernel (separable, fixed-point weights, channels-last) costs a tenth of a float32 ``grid_sample``; each
+    of its two passes rounds to a whole level, so the result is within 1 grey level of the exact bilinear value
+    (tests/data/test_augment.py), as in any uint8 image pipeline.
+    """
+    (scaled_h, scaled_w), (crop_h, crop_w) = scaled_size_hw, crop_size_hw
+    (out_r0, out_r1), (out_c0, out_c1) = inside
+    out = torch.zeros(3, crop_h, crop_w, dtype=torch.float32)
+    if out_r0 >= out_r1 or out_c0 >= out_c1:
+        return out
+    rows = params.top + out_r0, params.top + out_r1  # the scaled image's rows and columns the crop shows
+    cols = max(params.left, 0), min(params.left + crop_w, scaled_w)
+    y0, y1, scaled_y0, scaled_y1 = _source_span(*rows, rgb.shape[0], scaled_h)
+    x0, x1, scaled_x0, scaled_x1 = _source_span(*cols, rgb.shape[1], scaled_w)
+    window = torch.from_numpy(np.asarray(rgb)[y0:y1, x0:x1]).permute(2, 0, 1).unsqueeze(0)
+    window = window.contiguous(memory_format=torch.channels_last)
+    resized = F.interpolate(window, size=(scaled_y1 - scaled_y0, scaled_x1 - scaled_x0), mode="bilinear",
+                            align_corners=False, antialias=False)[0]  # fmt: skip
+    region = resized[:, rows[0] - scaled_y0 : rows[1] - scaled_y0, cols[0] - scaled_x0 : cols[1] - scaled_x0]
+    if params.flip:
+        region = region.flip(-1)
+    target = out[:, out_r0:out_r1, out_c0:out_c1]
+    torch.sub(region, _RGB_MEAN, out=target).div_(_RGB_STD)  # normalise_rgb's arithmetic, into the crop
+    return out
+
+
 def augment_sample(
     sample: dict[str, Any],
     params: AugmentParams,
@@ -146,8 +194,8 @@ def augment_sample(
         cols = crop_width - 1 - cols
     src_x = (cols + params.left + 0.5) / sx - 0.5
     src_y = (torch.arange(crop_height, dtype=torch.float64) + params.top + 0.5) / sy - 0.5
-    # Only the source window the crop reads is converted and resampled (a 640 crop of a 1024x2048 image at scale
-    # 1.75 reads 366x366 pixels): bilinear reads floor(x) and floor(x) + 1, nearest their neighbourhood.
+    # Only the source window the crop reads is resampled (a 640 crop of a 1024x2048 image at scale 1.75 reads
+    # 366x366 pixels): bilinear reads floor(x) and floor(x) + 1, nearest their neighbourhood.
     y0, y1 = _window(src_y, height)
     x0, x1 = _window(src_x, width)
     # per-axis coordinates in float64, the (h, w, 2) grid built in float32 (grid_sample's precision anyway)
@@ -163,7 +211,7 @@ def augment_sample(
     def resample(image: torch.Tensor, mode: str) -> torch.Tensor:
         # border padding: every output pixel inside the scaled image samples real source pixels; outside is masked.
         # (A separable gather-and-lerp in torch measured slower: gathers along a non-leading axis cost more
-        # than grid_sample's whole pass.)
+        # than grid_sample's whole pass; float32 interpolate of an aligned window, as rgb's, too.)
         return F.grid_sample(image.unsqueeze(0), grid, mode=mode, padding_mode="border", align_corners=False)[0]
 
     # Nearest neighbour (labels, and depth where a bilinear weight falls on a hole) is an index gather on the stored
@@ -174,10 +222,7 @@ def augment_sample(
     def gather(array_window: np.ndarray) -> np.ndarray:
         return array_window.take(rows_nearest, axis=0).take(cols_nearest, axis=1)
 
-    # uint8 (h, w, 3) -> float (3, h, w) contiguous in one pass: grid_sample reads channel planes fastest.
-    rgb = torch.from_numpy(np.ascontiguousarray(window(sample["rgb"]))).permute(2, 0, 1)
-    rgb = resample(rgb.to(torch.float32, memory_format=torch.contiguous_format), "bilinear")
-    rgb = _fill_outside(rgb.sub_(_RGB_MEAN).div_(_RGB_STD), *inside, 0.0)  # normalise_rgb's arithmetic, in place
+    rgb = _resize_rgb(sample["rgb"], params, (scaled_h, scaled_w), (crop_height, crop_width), inside)
 
     # Holes are NaN for the bilinear pass: a NaN neighbour, even one of weight 0, makes the output NaN, and there
     # the nearest pixel is taken instead, so invalid zeros never blend into valid depth.
@@ -187,8 +232,7 @@ def augment_sample(
         valid &= depth < max_depth_m
     holes = np.where(valid, depth, np.float32(np.nan)).astype(np.float32, copy=False)
     depth_out = resample(torch.from_numpy(holes)[None], "bilinear")
-    blended_hole = depth_out.isnan()
-    depth_out = torch.where(blended_hole, torch.from_numpy(gather(holes))[None], depth_out)
+    depth_out = torch.where(depth_out.isnan(), torch.from_numpy(gather(holes))[None], depth_out)
     depth_out.masked_fill_(depth_out.isnan(), 0.0)
     if divide_depth_by_scale:
         depth_out.div_(params.scale)
