@@ -143,9 +143,9 @@ def _resize_rgb(
     """
     (scaled_h, scaled_w), (crop_h, crop_w) = scaled_size_hw, crop_size_hw
     (out_r0, out_r1), (out_c0, out_c1) = inside
-    out = torch.zeros(3, crop_h, crop_w, dtype=torch.float32)
+    out = torch.empty(3, crop_h, crop_w, dtype=torch.float32)
     if out_r0 >= out_r1 or out_c0 >= out_c1:
-        return out
+        return out.zero_()
     rows = params.top + out_r0, params.top + out_r1  # the scaled image's rows and columns the crop shows
     cols = max(params.left, 0), min(params.left + crop_w, scaled_w)
     y0, y1, scaled_y0, scaled_y1 = _source_span(*rows, rgb.shape[0], scaled_h)
@@ -159,7 +159,7 @@ def _resize_rgb(
         region = region.flip(-1)
     target = out[:, out_r0:out_r1, out_c0:out_c1]
     torch.sub(region, _RGB_MEAN, out=target).div_(_RGB_STD)  # normalise_rgb's arithmetic, into the crop
-    return out
+    return _fill_outside(out, *inside, 0.0)
 
 
 def augment_sample(
@@ -232,8 +232,8 @@ def augment_sample(
         valid &= depth < max_depth_m
     holes = np.where(valid, depth, np.float32(np.nan)).astype(np.float32, copy=False)
     depth_out = resample(torch.from_numpy(holes)[None], "bilinear")
-    depth_out = torch.where(depth_out.isnan(), torch.from_numpy(gather(holes))[None], depth_out)
-    depth_out.masked_fill_(depth_out.isnan(), 0.0)
+    nearest = torch.from_numpy(gather(holes)).nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
+    depth_out = torch.where(depth_out.isnan(), nearest[None], depth_out)
     if divide_depth_by_scale:
         depth_out.div_(params.scale)
     _fill_outside(depth_out, *inside, 0.0)
