@@ -16,6 +16,7 @@ afterwards from the transformed maps.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,7 +121,9 @@ def _source_span(lo: int, hi: int, size: int, scaled: int) -> tuple[int, int, in
     """The source range [s0, s1) that resizing an axis of ``size`` pixels to ``scaled`` reads for the scaled range
     [lo, hi), widened to multiples of the resize's period q = size / gcd(size, scaled), and its scaled range
     [s0 * scaled / size, s1 * scaled / size): resizing only [s0, s1) to that length puts every pixel on the whole
-    resize's grid (q source pixels are exactly scaled / gcd resized ones). Returns (s0, s1, scaled s0, scaled s1)."""
+    resize's grid (q source pixels are exactly scaled / gcd resized ones). Returns (s0, s1, scaled s0, scaled s1).
+    Cityscapes' and NYUv2's scales have periods of 2-5 pixels; a ratio without a common divisor (1024 -> 1331) has
+    the whole axis as its period: still exact, but then the whole axis is resized."""
     period = size // math.gcd(size, scaled)
     s0 = max(0, (math.floor((lo + 0.5) * size / scaled - 0.5) - 1) // period * period)
     s1 = min(size, -(-(math.floor((hi - 0.5) * size / scaled - 0.5) + 3) // period) * period)
@@ -150,7 +153,9 @@ def _resize_rgb(
     cols = max(params.left, 0), min(params.left + crop_w, scaled_w)
     y0, y1, scaled_y0, scaled_y1 = _source_span(*rows, rgb.shape[0], scaled_h)
     x0, x1, scaled_x0, scaled_x1 = _source_span(*cols, rgb.shape[1], scaled_w)
-    window = torch.from_numpy(np.asarray(rgb)[y0:y1, x0:x1]).permute(2, 0, 1).unsqueeze(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's arrays are read-only: the view is only read, by the copy below
+        window = torch.from_numpy(np.asarray(rgb)[y0:y1, x0:x1]).permute(2, 0, 1).unsqueeze(0)
     window = window.contiguous(memory_format=torch.channels_last)
     resized = F.interpolate(window, size=(scaled_y1 - scaled_y0, scaled_x1 - scaled_x0), mode="bilinear",
                             align_corners=False, antialias=False)[0]  # fmt: skip
