@@ -15,10 +15,11 @@ A corrupt sample (undecodable member, missing member, broken or short shard) is 
 and key, counted in ``ShardLoader.stats`` and replaced by an invalid-marked copy of a neighbouring sample, so
 every rank still runs the same number of batches. With ``data.strict`` the first one is a ``UserError``.
 
-Depth: ground truth outside ``(data.min_depth_m, data.max_depth_m)`` is zeroed (invalid) in the decoded sample, before
-augmentation, so the range is in the sensor's true metres and an out-of-range value never blends into a valid
-neighbour. Normals come from that metric depth; ``batch["depth"]`` then holds ``data.depth_target`` (depth in metres,
-disparity in pixels from each sample's baseline and fx, or inverse depth), 0 = invalid.
+Depth: ground truth outside ``(data.min_depth_m, data.max_depth_m)`` is invalid in the decoded sample, before
+augmentation (which applies the range to the source window it reads), so the range is in the sensor's true metres
+and an out-of-range value never blends into a valid neighbour. Normals come from that metric depth; ``batch["depth"]``
+then holds ``data.depth_target`` (depth in metres, disparity in pixels from each sample's baseline and fx, or inverse
+depth), 0 = invalid.
 """
 
 from __future__ import annotations
@@ -199,8 +200,8 @@ class _WorkerRun:
             return None, read.error
         try:
             sample = decode_sample(read.members, read.key, MEMBER_ORDER if not self.spec.train else TRAINING_KINDS)
-            sample["depth"] = _mask_depth_range(sample["depth"], self.spec.min_depth_m, self.spec.max_depth_m)
             if not self.spec.train:
+                sample["depth"] = _mask_depth_range(sample["depth"], self.spec.min_depth_m, self.spec.max_depth_m)
                 return prepare_eval_sample(sample), ""
             height, width = sample["semantic"].shape
             spec = self.spec
@@ -220,6 +221,8 @@ class _WorkerRun:
                 crop_width=spec.crop_width,
                 divide_depth_by_scale=spec.divide_depth_by_scale,
                 ignore_index=spec.ignore_index,
+                min_depth_m=spec.min_depth_m,  # applied to the source window augmentation reads, not the whole map
+                max_depth_m=spec.max_depth_m,
             )
             return out, ""
         except (UserError, KeyError, ValueError, TypeError) as e:

@@ -95,29 +95,88 @@ def normals_from_depth(
 ) -> torch.Tensor:
     """Unit surface normals from a depth map through a pinhole camera.
 
-    depth (B, 1, H, W) metres, 0 = invalid; fx, fy, cx, cy (B,) pixels at this resolution.
-    Computed in float64 (back-projected differences of distant points cancel badly in float32).
+    depth (B, 1, H, W) metres, 0 = invalid; fx, fy, cx, cy (B,) pixels at this resolution (fx, fy > 0).
     Returns (B, 3, H, W) float32 unit vectors in the camera frame (x right, y down, z forward), oriented toward
-    the camera (n . P < 0 for the pixel's 3D point P). The normal of pixel (v, u) is the cross product of the
-    central differences P(v+1,u) - P(v-1,u) and P(v,u+1) - P(v,u-1); it is exact for planar surfaces.
+    the camera (n . P < 0 for the pixel's 3D point P). The normal of pixel (v, u) is the direction of the cross
+    product of the central differences P(v+1,u) - P(v-1,u) and P(v,u+1) - P(v,u-1); it is exact for planar
+    surfaces. Computed in float32 from a closed form of that cross product without cancelling terms (see
+    ``_normals_of``): within a few float32 ulps of the float64 evaluation of the cross product.
 
     The zero vector marks pixels without a normal: image-border pixels (a neighbour is missing), pixels whose
     own depth or any of the 4 neighbours' depth is invalid (<= 0 or non-finite), and depth discontinuities,
-    where |Z_neighbour - Z| > max_relative_jump * Z for any of the 4 neighbours.
+    where |Z_neighbour - Z| > max_relative_jump * Z for any of the 4 neighbours (tested in float32).
     """
     _check_depth(depth)
-    _, _, height, width = depth.shape
-    rows = torch.arange(1, height - 1, device=depth.device)
-    cols = torch.arange(1, width - 1, device=depth.device)
-    normals = torch.zeros(depth.shape[0], 3, height, width, dtype=torch.float32, device=depth.device)
+    batch, _, height, width = depth.shape
+    normals = torch.zeros(batch, 3, height, width, dtype=torch.float32, device=depth.device)
     if height >= 3 and width >= 3:
-        normals[..., 1:-1, 1:-1] = _normals_at(depth, rows, cols, fx, fy, cx, cy, max_relative_jump)
+        z = _clean_depth(depth)
+        u = torch.arange(1, width - 1, dtype=torch.float64, device=depth.device).view(1, 1, 1, -1)
+        v = torch.arange(1, height - 1, dtype=torch.float64, device=depth.device).view(1, 1, -1, 1)
+        neighbours = (z[..., 1:-1, 1:-1], z[..., :-2, 1:-1], z[..., 2:, 1:-1], z[..., 1:-1, :-2], z[..., 1:-1, 2:])
+        normals[..., 1:-1, 1:-1] = _normals_of(*neighbours, u, v, fx, fy, cx, cy, max_relative_jump)
     return normals
 
 
 def _check_depth(depth: torch.Tensor) -> None:
     if depth.dim() != 4 or depth.shape[1] != 1:
         raise ValueError(f"depth must be (B, 1, H, W), got {tuple(depth.shape)}")
+
+
+def _clean_depth(depth: torch.Tensor) -> torch.Tensor:
+    """float32 depth with non-finite values set to 0 (invalid): from here on, valid is simply z > 0."""
+    return torch.nan_to_num(depth.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _normals_of(
+    centre: torch.Tensor,
+    up: torch.Tensor,
+    down: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    fx: torch.Tensor,
+    fy: torch.Tensor,
+    cx: torch.Tensor,
+    cy: torch.Tensor,
+    max_relative_jump: float,
+) -> torch.Tensor:
+    """Normals from the cleaned depth of each pixel and of its 4 neighbours (tensors of one shape (B, 1, ...)),
+    the pixels' column and row coordinates ``u``, ``v`` (float64, broadcastable to it) and fx, fy, cx, cy (B,):
+    (B, 3, ...) float32. Elementwise only, so a pixel's value does not depend on which other pixels are computed.
+
+    With X = (u - cx) / fx, Y = (v - cy) / fy, a = Z_down - Z_up, b = Z_right - Z_left, s = Z_down + Z_up,
+    t = Z_right + Z_left, the central differences of the points P = Z (X, Y, 1) are
+    D = (X a, Y a + s / fy, a) and R = (X b + t / fx, Y b, b), and fx fy (D x R) = (fx s b, fy a t, -(X fx s b +
+    Y fy a t + s t)). The terms of the float64 form that cancel (Y a against Y a) are gone, so float32 keeps full
+    relative precision, and n . P = -Z s t / (fx fy) < 0 wherever all depths are positive: it faces the camera
+    by construction.
+    """
+    batch = centre.shape[0]
+    shape = (batch,) + (1,) * (centre.dim() - 1)
+
+    def per_sample(t: torch.Tensor | float) -> torch.Tensor:
+        return torch.as_tensor(t, dtype=torch.float64, device=centre.device).reshape(-1).expand(batch).reshape(shape)
+
+    fx64, fy64 = per_sample(fx), per_sample(fy)
+    x_u = ((u - per_sample(cx)) / fx64).to(torch.float32)  # per row / column: float64 costs nothing here
+    y_v = ((v - per_sample(cy)) / fy64).to(torch.float32)
+    ok = centre > 0
+    limit = centre * max_relative_jump
+    for neighbour in (up, down, left, right):
+        ok &= (neighbour - centre).abs() <= limit
+        if max_relative_jump >= 1.0:  # below 1 the jump test already rejects a neighbour <= 0
+            ok &= neighbour > 0
+    a, s = down - up, down + up
+    b, t = right - left, right + left
+    n_x = fx64.to(torch.float32) * s * b
+    n_y = fy64.to(torch.float32) * a * t
+    n_z = -(x_u * n_x + y_v * n_y + s * t)
+    norm = (n_x * n_x + n_y * n_y + n_z * n_z).sqrt()
+    ok &= norm > 0
+    inverse = torch.where(ok, 1.0 / norm, torch.zeros_like(norm))
+    return torch.cat([n_x * inverse, n_y * inverse, n_z * inverse], dim=1)
 
 
 def _normals_at(
@@ -131,43 +190,43 @@ def _normals_at(
     max_relative_jump: float,
 ) -> torch.Tensor:
     """``normals_from_depth`` at the pixels ``rows x cols`` only (interior indices, 1 .. H-2 and 1 .. W-2):
-    (B, 3, len(rows), len(cols)) float32. Every pixel goes through the same float64 operations in the same order
-    whichever pixels are asked for, so a subset is bitwise the full map's values there."""
-    batch = depth.shape[0]
-    dtype, device = torch.float64, depth.device
-    by_row = {dr: depth.index_select(2, rows + dr) for dr in (-1, 0, 1)}  # gather first: float64 only where needed
+    (B, 3, len(rows), len(cols)) float32, bitwise the full map's values there (``_normals_of``)."""
+    z = _clean_depth(depth)
+    by_row = {dr: z.index_select(2, rows + dr) for dr in (-1, 0, 1)}
 
     def at(dr: int, dc: int) -> torch.Tensor:
-        z = by_row[dr].index_select(3, cols + dc).to(dtype)
-        return torch.where(torch.isfinite(z) & (z > 0), z, torch.zeros_like(z))  # invalid -> 0: valid is z > 0
+        return by_row[dr].index_select(3, cols + dc)
 
-    def per_sample(t: torch.Tensor | float) -> torch.Tensor:
-        return torch.as_tensor(t, dtype=dtype, device=device).reshape(-1).expand(batch).reshape(batch, 1, 1, 1)
+    u = cols.to(torch.float64).view(1, 1, 1, -1)
+    v = rows.to(torch.float64).view(1, 1, -1, 1)
+    return _normals_of(at(0, 0), at(-1, 0), at(1, 0), at(0, -1), at(0, 1), u, v, fx, fy, cx, cy, max_relative_jump)
 
-    fx, fy, cx, cy = per_sample(fx), per_sample(fy), per_sample(cx), per_sample(cy)
-    u = cols.to(dtype).view(1, 1, 1, -1)
-    v = rows.to(dtype).view(1, 1, -1, 1)
-    centre, up, down, left, right = at(0, 0), at(-1, 0), at(1, 0), at(0, -1), at(0, 1)
-    ok = centre > 0
-    for nb in (up, down, left, right):
-        ok &= (nb > 0) & ((nb - centre).abs() <= max_relative_jump * centre)
 
-    # Central differences of the back-projected points X = (u - cx) / fx * Z, Y = (v - cy) / fy * Z (x right,
-    # y down, z forward), one component at a time (torch.cross on stacked components is 3x slower on CPU).
-    x_u, y_v = (u - cx) / fx, (v - cy) / fy
-    down_x, down_y, down_z = x_u * (down - up), (v + 1 - cy) / fy * down - (v - 1 - cy) / fy * up, down - up
-    right_x, right_y, right_z = (u + 1 - cx) / fx * right - (u - 1 - cx) / fx * left, y_v * (right - left), right - left
-    # down x right points toward the camera for a front-facing surface.
-    n_x = down_y * right_z - down_z * right_y
-    n_y = down_z * right_x - down_x * right_z
-    n_z = down_x * right_y - down_y * right_x
-    # Guarantee the documented orientation (n . P < 0) even where noise makes the surface seem back-facing.
-    sign = torch.where((n_x * x_u + n_y * y_v + n_z) * centre > 0, -1.0, 1.0)
-    norm = (n_x * n_x + n_y * n_y + n_z * n_z).sqrt()
-    ok &= norm > 0
-    scale = torch.where(ok, sign / norm.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(norm))
-    n = torch.cat([n_x * scale, n_y * scale, n_z * scale], dim=1)
-    return n.to(torch.float32)
+def _normals_in_quarter_cells(
+    depth: torch.Tensor,
+    fx: torch.Tensor,
+    fy: torch.Tensor,
+    cx: torch.Tensor,
+    cy: torch.Tensor,
+    max_relative_jump: float,
+) -> torch.Tensor:
+    """``_normals_at`` of rows and columns 4i + 1, 4i + 2 (the central 2x2 pixels of each 4x4 cell) of a
+    (B, 1, 4h, 4w) depth map: (B, 3, 2h, 2w). One copy puts the column within the cell outermost,
+    (B, 1, 4, h, 4, w): each neighbour is then a view whose rows are contiguous (elementwise ops on views with
+    2-element rows ran 4x slower), and nothing is gathered."""
+    batch, _, height, width = depth.shape
+    cells = _clean_depth(depth).view(batch, 1, height // 4, 4, width // 4, 4).permute(0, 1, 5, 2, 3, 4).contiguous()
+    centre = cells[:, :, 1:3, :, 1:3]
+    up, down = cells[:, :, 1:3, :, 0:2], cells[:, :, 1:3, :, 2:4]
+    left, right = cells[:, :, 0:2, :, 1:3], cells[:, :, 2:4, :, 1:3]
+    offsets = torch.tensor([1.0, 2.0], dtype=torch.float64, device=depth.device)
+    cell_cols = torch.arange(width // 4, dtype=torch.float64, device=depth.device) * 4
+    cell_rows = torch.arange(height // 4, dtype=torch.float64, device=depth.device) * 4
+    u = (offsets.view(-1, 1) + cell_cols).view(1, 1, 2, 1, 1, -1)
+    v = (cell_rows.view(-1, 1) + offsets).view(1, 1, 1, -1, 2, 1)
+    normals = _normals_of(centre, up, down, left, right, u, v, fx, fy, cx, cy, max_relative_jump)
+    # (B, 3, column in cell, h, row in cell, w) -> (B, 3, 2h, 2w)
+    return normals.permute(0, 1, 3, 4, 5, 2).reshape(batch, 3, height // 2, width // 2)
 
 
 def contours_from_labels(semantic: torch.Tensor, ignore_index: int = 255, width: int = 1) -> torch.Tensor:
@@ -288,9 +347,7 @@ def normals_at_size(
     if (height, width) == (4 * size[0], 4 * size[1]):
         # Exactly 1/4: the resize reads the central 2x2 pixels of each 4x4 cell (rows and columns 4i + 1, 4i + 2,
         # all interior), and resizing the map of just those pixels by 1/2 reads the same values with the same weights.
-        rows = torch.arange(size[0], device=depth.device).repeat_interleave(2) * 4 + torch.tensor([1, 2]).repeat(size[0])
-        cols = torch.arange(size[1], device=depth.device).repeat_interleave(2) * 4 + torch.tensor([1, 2]).repeat(size[1])
-        return resize_normals(_normals_at(depth, rows, cols, fx, fy, cx, cy, max_relative_jump), size)
+        return resize_normals(_normals_in_quarter_cells(depth, fx, fy, cx, cy, max_relative_jump), size)
     rows, cols = _read_indices(height, size[0]), _read_indices(width, size[1])
     rows = rows[(rows >= 1) & (rows <= height - 2)]  # border pixels have no normal (zero): nothing to compute
     cols = cols[(cols >= 1) & (cols <= width - 2)]
@@ -311,24 +368,38 @@ def contours_at_size(
         raise ValueError(f"semantic must be (B, H, W), got {tuple(semantic.shape)}")
     if width < 1:
         raise ValueError(f"contour width must be >= 1, got {width}")
-    if ignore_index != 255 or semantic.numel() == 0 or int(semantic.min()) < 0 or int(semantic.max()) > 255:
+    if ignore_index != 255 or semantic.numel() == 0 or not _fits_8_bits(semantic):
         return resize_contour(contours_from_labels(semantic, ignore_index, width), size)
     labels = semantic.to(torch.uint8).unsqueeze(1)
-    valid = labels != 255
-    low = torch.where(valid, labels, torch.zeros_like(labels))  # ignore (and padding) below every label: max test
-    boundary = (_window(low, width, torch.maximum, 0) > labels) | (_window(labels, width, torch.minimum, 255) < labels)
-    boundary &= valid
-    if tuple(semantic.shape[-2:]) == tuple(size):
-        out = boundary.to(torch.float32)
-        return torch.where(valid, out, torch.full_like(out, CONTOUR_IGNORE))
+    # label + 1 wraps ignore (255) to 0, below every label + 1: the max test needs no separate masking pass.
+    shifted = labels + 1
+    boundary = _window(shifted, width, torch.maximum, 0) > shifted
+    boundary |= _window(labels, width, torch.minimum, 255) < labels
+    # 0 = ignore, 1 = valid, 2 = valid contour (an ignore pixel's own boundary test is meaningless: masked here)
+    code = (boundary.view(torch.uint8) + 1) * shifted.clamp(max=1)
+    lookup = torch.tensor([CONTOUR_IGNORE, 0.0, 1.0], device=semantic.device)
     height, width_px = semantic.shape[-2:]
-    if (height, width_px) == (4 * size[0], 4 * size[1]):  # exact 4x4 cells: the max-pool is a block "any"
-        cells = (semantic.shape[0], 1, size[0], 4, size[1], 4)
-        positive = boundary.view(cells).any(dim=5).any(dim=3)
-        any_valid = valid.view(cells).any(dim=5).any(dim=3)
-        return torch.where(any_valid, positive.to(torch.float32), CONTOUR_IGNORE)
-    contour = torch.where(valid, boundary.to(torch.float32), torch.full(labels.shape, CONTOUR_IGNORE))
-    return resize_contour(contour, size)
+    if (height, width_px) == tuple(size):
+        return lookup[code.long()]
+    if (height, width_px) == (4 * size[0], 4 * size[1]):
+        # Exact 4x4 cells: the max-pool of ``resize_contour`` is the largest code in each cell (contour over valid
+        # over ignore), as a chain of maxima over strided views.
+        cells = code.view(semantic.shape[0], 1, size[0], 4, size[1], 4)
+        rows = cells[:, :, :, 0]
+        for k in range(1, 4):  # over a cell's rows, then its columns: not over pixels
+            rows = torch.maximum(rows, cells[:, :, :, k])
+        cell_max = rows[..., 0]
+        for k in range(1, 4):
+            cell_max = torch.maximum(cell_max, rows[..., k])
+        return lookup[cell_max.long()]
+    return resize_contour(lookup[code.long()], size)
+
+
+def _fits_8_bits(semantic: torch.Tensor) -> bool:
+    if semantic.dtype == torch.uint8:
+        return True
+    low, high = torch.aminmax(semantic)
+    return int(low) >= 0 and int(high) <= 255
 
 
 def _window(x: torch.Tensor, width: int, reduce, pad_value: int) -> torch.Tensor:

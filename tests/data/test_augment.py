@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from padnet_dist.data.augment import AugmentParams, augment_sample, draw_params, prepare_eval_sample, sample_rng
+from padnet_dist.data.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AugmentParams,
+    augment_sample,
+    draw_params,
+    prepare_eval_sample,
+    sample_rng,
+)
 from padnet_dist.data.targets import normals_from_depth
 
 H, W = 24, 32
@@ -82,6 +90,66 @@ def test_depth_divided_by_scale_and_holes_never_blend(scale):
     # with 4.0 may land 1-2 ulps off; a blend with a hole would be off by its weight, >= 0.1 at these scales.
     positive = kept["depth"][kept["depth"] > 0]
     assert ((kept["depth"] == 0) | ((kept["depth"] - 4.0).abs() <= 4 * 2.0**-22)).all() and positive.numel()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_depth_range_is_applied_as_holes_before_resampling(flip):
+    # The loader hands augmentation the raw depth and the valid range: the result must be what zeroing the
+    # out-of-range depth before augmentation gives, bitwise (out-of-range values never blend into valid ones).
+    sample = _plane_sample()
+    sample["depth"][5:9, 10:20] = 0.5  # too near
+    sample["depth"][14:18, 3:12] = 90.0  # too far
+    sample["depth"][1, 1] = np.nan
+    params = AugmentParams(scale=1.25, top=3, left=-2, flip=flip)
+    ranged = augment_sample(sample, params, crop_height=20, crop_width=26, divide_depth_by_scale=True,
+                            ignore_index=255, min_depth_m=1.0, max_depth_m=50.0)  # fmt: skip
+    zeroed = dict(sample, depth=np.where((sample["depth"] > 1.0) & (sample["depth"] < 50.0), sample["depth"], 0.0))
+    expected = _augment(zeroed, params, crop=(20, 26))
+    assert torch.equal(ranged["depth"], expected["depth"])
+    assert (ranged["depth"] == 0).any() and (ranged["depth"] < 50.0 / 1.25).all()
+
+
+def _bilinear_crop_reference(rgb: np.ndarray, params: AugmentParams, crop: tuple[int, int]) -> torch.Tensor:
+    """The definition in float64: bilinear resize of the whole image (align_corners=False, border clamp), crop with
+    0 outside the scaled image, flip, ImageNet normalisation."""
+    height, width = rgb.shape[:2]
+    scaled_h, scaled_w = round(height * params.scale), round(width * params.scale)
+
+    def taps(out: np.ndarray, size: int, scaled: int):
+        src = np.clip((out + 0.5) * size / scaled - 0.5, 0, size - 1)
+        lo = np.floor(src).astype(int)
+        return lo, np.minimum(lo + 1, size - 1), src - lo
+
+    rows = np.arange(crop[0]) + params.top
+    cols = np.arange(crop[1])[::-1] if params.flip else np.arange(crop[1])
+    cols = cols + params.left
+    (r0, r1, wr), (c0, c1, wc) = taps(rows, height, scaled_h), taps(cols, width, scaled_w)
+    image = rgb.astype(np.float64)
+    top = image[r0][:, c0] * (1 - wc[None, :, None]) + image[r0][:, c1] * wc[None, :, None]
+    bottom = image[r1][:, c0] * (1 - wc[None, :, None]) + image[r1][:, c1] * wc[None, :, None]
+    value = top * (1 - wr[:, None, None]) + bottom * wr[:, None, None]
+    inside = ((rows >= 0) & (rows < scaled_h))[:, None] & ((cols >= 0) & (cols < scaled_w))[None, :]
+    mean, std = np.array(IMAGENET_MEAN) * 255, np.array(IMAGENET_STD) * 255
+    return torch.from_numpy(np.where(inside[..., None], (value - mean) / std, 0.0).transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [AugmentParams(1.75, 9, 13, False), AugmentParams(0.5, -3, 2, True), AugmentParams(0.75, 1, -2, True),
+     AugmentParams(1.3, 5, 11, False), AugmentParams(1.0, 2, 3, True), AugmentParams(2.0, 30, 40, False)],
+)  # fmt: skip
+def test_rgb_is_the_bilinear_crop_within_one_level(params):
+    # rgb is resized by torch's uint8 kernel over the source window the crop reads: separable, each pass rounded to a
+    # whole level (<= 0.5 each, fixed-point weights), so within one grey level of the float64 definition (plus the
+    # float32 normalisation's rounding), on a random image (the steepest gradients), for scales whose grid repeats
+    # every 2 or 4 pixels or only over the whole axis (1.3 on 24 rows), with flips and padding.
+    sample = _plane_sample(seed=5)
+    crop = (20, 26)
+    got = _augment(sample, params, crop=crop)["rgb"].double()
+    expected = _bilinear_crop_reference(sample["rgb"], params, crop)
+    levels = (got - expected).abs() * torch.tensor(IMAGENET_STD, dtype=torch.float64).view(3, 1, 1) * 255
+    assert levels.max() <= 1.0 + 1e-5
+    assert (got[:, expected.abs().sum(0) == 0] == 0).all()
 
 
 def test_crop_size_and_padding_outside_the_image():

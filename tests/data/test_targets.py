@@ -229,6 +229,7 @@ def test_contours_at_the_heads_grid_equal_the_resized_full_resolution_contours(h
     for labels in (semantic, torch.where(semantic == 3, torch.full_like(semantic, 254), semantic)):
         reference = resize_contour(contours_from_labels(labels, 255, width_px), size)
         assert torch.equal(contours_at_size(labels, size, 255, width_px), reference)
+        assert torch.equal(contours_at_size(labels.to(torch.uint8), size, 255, width_px), reference)
     # labels beyond 8 bits or another ignore index take the float path, with the same answer
     wide = torch.where(semantic == 255, torch.full_like(semantic, 999), semantic * 100)
     assert torch.equal(contours_at_size(wide, size, 999, width_px),
@@ -251,3 +252,24 @@ def test_losses_are_the_same_from_targets_made_on_the_heads_grid():
     a = compute_losses(outputs, full, LossConfig(contour_pos_balance=True))
     b = compute_losses(outputs, quarter, LossConfig(contour_pos_balance=True))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_float32_normals_match_the_float64_cross_product_of_back_projected_points():
+    # The reference: the definition evaluated in float64 (back-project, central differences, cross product, orient).
+    # normals_from_depth evaluates a cancellation-free closed form in float32: each component is a few float32
+    # roundings (relative 6e-8 each) of terms no larger than the norm, so a unit vector is within 1e-6 of it.
+    from padnet_dist.data.targets import backproject
+
+    depth = _scene_depth(2, 48, 64, seed=3) * 40.0  # up to ~400 m: distant points are where float32 would cancel
+    cam = (torch.tensor([2200.0, 500.0]).double(), torch.tensor([2100.0, 520.0]).double(),
+           torch.tensor([30.0, 10.0]).double(), torch.tensor([20.0, 40.0]).double())  # fmt: skip
+    got = normals_from_depth(depth, *cam)
+    points = backproject(torch.nan_to_num(depth.double()), *cam)
+    down = points[..., 2:, 1:-1] - points[..., :-2, 1:-1]
+    right = points[..., 1:-1, 2:] - points[..., 1:-1, :-2]
+    n = torch.linalg.cross(down, right, dim=1)
+    n = n / n.norm(dim=1, keepdim=True)
+    n = torch.where((n * points[..., 1:-1, 1:-1]).sum(1, keepdim=True) > 0, -n, n)
+    valid = got[..., 1:-1, 1:-1].abs().sum(1, keepdim=True) > 0
+    assert valid.float().mean() > 0.5
+    torch.testing.assert_close(got[..., 1:-1, 1:-1], torch.where(valid, n, 0.0).float(), rtol=0, atol=1e-6)
