@@ -24,7 +24,13 @@ from torch import nn
 from padnet_dist.model.decoder import Bridge, Decoder
 from padnet_dist.model.distillation import DISTILLATIONS, DistillationInputs
 from padnet_dist.model.frontend import FrontEnd
-from padnet_dist.model.heads import IntermediateHead, MultiTaskPrediction, init_score_conv, score_channels
+from padnet_dist.model.heads import (
+    IntermediateHead,
+    MultiTaskPrediction,
+    init_score_conv,
+    init_upsampling_deconv,
+    score_channels,
+)
 from padnet_dist.vocabulary import FINAL_TASKS, TASKS, VARIANTS
 
 OUTPUT_NAMES = tuple(f"inter_{t}" for t in TASKS) + tuple(f"final_{t}" for t in FINAL_TASKS)
@@ -128,7 +134,8 @@ class PADNet(nn.Module):
         self._init_new_modules(depth_init)
 
     def _init_new_modules(self, depth_init: float) -> None:
-        """Kaiming-normal (fan_out, ReLU) convolutions with zero bias, BN at identity; the backbone keeps its own.
+        """Kaiming-normal (fan_out, ReLU) convolutions with zero bias, deconvolutions as bilinear upsampling with a
+        random channel mixing (``init_upsampling_deconv``), BN at identity; the backbone keeps its own.
 
         The score convolutions (intermediate heads and decoders) are linear outputs, not followed by a ReLU: they
         get ``init_score_conv`` instead, so every prediction starts within about one unit of its bias rather than at the
@@ -138,7 +145,9 @@ class PADNet(nn.Module):
         for name, module in self.named_modules():
             if name.startswith("frontend.backbone"):
                 continue
-            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            if isinstance(module, nn.ConvTranspose2d):
+                init_upsampling_deconv(module)
+            elif isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
