@@ -14,8 +14,8 @@ from padnet_dist.errors import UserError
 from padnet_dist.launch.env import free_port
 from padnet_dist.model import build_model
 from padnet_dist.storage import join_url, storage_for
-from padnet_dist.train import read_inference_checkpoint, train
 from padnet_dist.train import checkpoint as ckpt
+from padnet_dist.train import read_inference_checkpoint, train
 from padnet_dist.train.phase_init import check_phase1_init, load_phase1_state
 from padnet_dist.world import World
 from tests.helpers import REPO_ROOT
