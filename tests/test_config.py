@@ -88,6 +88,8 @@ def test_override_without_equals_sign_is_explained():
         (["model.backbone=vgg16"], "alexnet, resnet18"),
         (["model.supervise_intermediate=false", "model.distill_inputs=[depth,semantic]"], "add them to model.distill"),
         (["model.supervise_intermediate=false", "model.variant=frontend"], "use variant padnet or mtdn_mds"),
+        (["run.dir=runs/x", "pipeline.phase1_from=runs/x/"], "is this run's own run.dir: leave it empty"),
+        (["run.dir=runs/x", "pipeline.phase1_from=s3://b/runs/y"], "different storage: .*both s3:// or both local"),
     ],
 )
 def test_cross_field_mistakes_say_how_to_fix(overrides, fix):

@@ -22,6 +22,9 @@ class PipelineConfig:
     best_metric: str = "semantic.miou"  # section.key of the eval metrics; higher is better unless in lower_is_better
     phase2_init: str = "final"  # phase 2 starts from phase 1's final committed checkpoint, or its best evaluated one
     baseline: bool = False  # also train and evaluate the front-end baseline (model.variant=frontend), same schedule
+    # run dir of another pipeline run whose phase 1 this run's phase 2 starts from (a sweep's shared phase 1): no
+    # phase-1 job of its own; phase 2 waits for that run's phase 1 and its evaluations (docs/reproducing.md)
+    phase1_from: str = ""
     max_retries: int = 2  # a failed job is resubmitted this many times, then the pipeline stops
     poll_every_s: float = 5.0
     lease_ttl_s: float = 120.0  # a coordinator that stops heartbeating loses the run after this long

@@ -27,6 +27,17 @@ class Config:
     def __post_init__(self) -> None:
         if self.phase not in (1, 2):
             raise ValueError(f"phase={self.phase}: use phase=1 (front end + scene parsing) or phase=2 (whole network)")
+        source = self.pipeline.phase1_from
+        if source and source.rstrip("/") == self.run.dir.rstrip("/"):
+            raise ValueError(
+                f"pipeline.phase1_from={source} is this run's own run.dir: leave it empty to train phase 1 here, or "
+                "name the run dir of the run whose phase 1 to start from"
+            )
+        if source and source.startswith("s3://") != self.run.dir.startswith("s3://"):
+            raise ValueError(
+                f"pipeline.phase1_from={source} and run.dir={self.run.dir} are on different storage: the run whose "
+                "phase 1 is shared must be where this run is (both s3:// or both local)"
+            )
         # mirrors PADNet.phase_outputs(1): scene parsing, or depth for a model without it (Front-end + DE)
         inter = self.model.intermediate_tasks
         if self.phase == 1 and self.model.variant != "frontend" and "semantic" not in inter and "depth" not in inter:

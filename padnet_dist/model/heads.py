@@ -32,7 +32,7 @@ def deconv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
-def init_upsampling_deconv(deconv: nn.ConvTranspose2d) -> None:
+def init_upsampling_deconv(deconv: nn.ConvTranspose2d, generator: torch.Generator | None = None) -> None:
     """A 2x deconvolution's init: bilinear upsampling followed by a random channel mixing (FCN's bilinear filler).
 
     ``weight[i, o] = M[i, o] * b`` with ``b`` the separable 4x4 bilinear kernel (taps 1/4, 3/4, 3/4, 1/4) and ``M``
@@ -42,20 +42,22 @@ def init_upsampling_deconv(deconv: nn.ConvTranspose2d) -> None:
     input neighbourhood: the demo's decoders (two of them per task, from 1/4 to full resolution) then learnt the
     small classes slowly, the final scene parsing ending 0.16 mIoU below the 1/4-resolution intermediate head it is fed
     by (spheres 0.17 IoU against 0.77), and the front-end baseline's decoder no better (docs/model.md).
+    ``generator``: where ``M`` is drawn from (torch's global generator when None).
     """
     in_channels, out_channels, kh, kw = deconv.weight.shape
     if deconv.stride != (2, 2) or (kh, kw) != (4, 4) or deconv.padding != (1, 1):
         raise ValueError(f"init_upsampling_deconv expects a 4x4, stride-2, padding-1 deconvolution, got {deconv}")
     dtype = deconv.weight.dtype
-    taps = torch.tensor([0.25, 0.75, 0.75, 0.25], dtype=dtype)
-    mixing = torch.randn(in_channels, out_channels, dtype=dtype) * (2.0 / in_channels) ** 0.5
+    taps = torch.tensor([0.25, 0.75, 0.75, 0.25], dtype=dtype, device=deconv.weight.device)
+    mixing = torch.randn(in_channels, out_channels, dtype=dtype, device=deconv.weight.device, generator=generator)
+    mixing = mixing * (2.0 / in_channels) ** 0.5
     with torch.no_grad():
         deconv.weight.copy_(mixing[:, :, None, None] * torch.outer(taps, taps))
         if deconv.bias is not None:
             deconv.bias.zero_()
 
 
-def init_score_conv(conv: nn.Conv2d) -> None:
+def init_score_conv(conv: nn.Conv2d, generator: torch.Generator | None = None) -> None:
     """A prediction layer's init: Kaiming-normal for a linear layer (fan_in, gain 1: std 1/sqrt(fan_in)), zero bias.
 
     A score conv is the network's linear output: with inputs of mean square q (post-BN ReLU features, q ~ 0.5) it
@@ -65,7 +67,7 @@ def init_score_conv(conv: nn.Conv2d) -> None:
     Much smaller than gain 1 (e.g. std 1e-3) starves the layers below of gradient: phase 1's scene parsing then
     learnt to half the mIoU in the demo's 72 steps.
     """
-    nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="linear")
+    nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="linear", generator=generator)
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
 

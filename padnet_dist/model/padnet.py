@@ -11,10 +11,17 @@ Variants:
 ``supervise_intermediate=False`` keeps the network and only changes what phase 2 trains against targets: the final
 outputs alone, so the intermediate heads learn only through the distillation (the other reading of MTDN-mds).
 Only the modules a variant uses are created.
+
+Initialisation is a function of torch's global generator state at construction and of each module's own name and
+shape, never of which other modules exist: the backbone is built first, and every other module draws from a
+generator seeded by one number taken from the global generator before anything else and by the module's qualified
+name. So two variants with the same front end and phase-1 head (e.g. distillation A and C, or final DE and DE+SP)
+start phase 1 from bitwise the same weights, which is what lets a sweep train that phase 1 once for all of them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -80,6 +87,8 @@ class PADNet(nn.Module):
         depth_init: float = 0.0,
     ) -> None:
         super().__init__()
+        # before the backbone draws anything: the one number every non-backbone module's init derives from
+        init_seed = int(torch.randint(0, 2**62, (1,), device="cpu").item())
         if variant not in VARIANTS:
             raise ValueError(f"variant='{variant}' is not one of {', '.join(VARIANTS)}")
         if distillation not in DISTILLATIONS:
@@ -131,32 +140,35 @@ class PADNet(nn.Module):
         self.output_names = tuple(f"inter_{t}" for t in self.intermediate_tasks) + tuple(
             f"final_{k}" for k in self.final_tasks
         )
-        self._init_new_modules(depth_init)
+        self._init_new_modules(depth_init, init_seed)
 
-    def _init_new_modules(self, depth_init: float) -> None:
+    def _init_new_modules(self, depth_init: float, init_seed: int) -> None:
         """Kaiming-normal (fan_out, ReLU) convolutions with zero bias, deconvolutions as bilinear upsampling with a
         random channel mixing (``init_upsampling_deconv``), BN at identity; the backbone keeps its own.
 
         The score convolutions (intermediate heads and decoders) are linear outputs, not followed by a ReLU: they
         get ``init_score_conv`` instead, so every prediction starts within about one unit of its bias rather than at the
         several units of spread a ReLU-gain fan_out init gives a 1-3 channel output. The
-        depth score convolutions' bias is ``depth_init`` (in the depth target's unit).
+        depth score convolutions' bias is ``depth_init`` (in the depth target's unit). Each module draws from its own
+        generator (``_module_generator``), so its weights do not depend on which other modules the variant has.
         """
         for name, module in self.named_modules():
             if name.startswith("frontend.backbone"):
                 continue
             if isinstance(module, nn.ConvTranspose2d):
-                init_upsampling_deconv(module)
+                init_upsampling_deconv(module, _module_generator(init_seed, name))
             elif isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.kaiming_normal_(
+                    module.weight, mode="fan_out", nonlinearity="relu", generator=_module_generator(init_seed, name)
+                )
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        for module in self.modules():
+        for name, module in self.named_modules():
             if isinstance(module, (IntermediateHead, Decoder)):
-                init_score_conv(module.score)
+                init_score_conv(module.score, _module_generator(init_seed, f"{name}.score:linear"))
         depth_scores = [self.decoders[k].score for k in self.decoders if k == "depth"]
         if "depth" in self.intermediate_tasks:
             depth_scores.append(self.intermediate.heads["depth"].score)
@@ -216,17 +228,32 @@ class PADNet(nn.Module):
             f"{prefix}_semantic nor {prefix}_depth: add 'semantic' or 'depth' to model.intermediate_tasks"
         )
 
-    def phase_parameters(self, phase: int) -> list[nn.Parameter]:
-        """Parameters optimised in ``phase``: 1 = front end + the modules producing ``phase_outputs(1)``; 2 = all."""
+    def phase_modules(self, phase: int) -> dict[str, nn.Module]:
+        """Qualified name -> module of what ``phase`` trains: 1 = the front end + the modules producing
+        ``phase_outputs(1)`` (the intermediate head, or the baseline's bridge and decoder); 2 = the whole model ("")."""
         if phase == 2:
-            return list(self.parameters())
+            return {"": self}
         (name,) = self.phase_outputs(phase)
         kind, task = name.split("_", 1)
         if kind == "inter":
-            modules = [self.frontend, self.intermediate.heads[task]]
-        else:
-            modules = [self.frontend, self.bridges[task], self.decoders[task]]
-        return [p for m in modules for p in m.parameters()]
+            return {"frontend": self.frontend, f"intermediate.heads.{task}": self.intermediate.heads[task]}
+        return {
+            "frontend": self.frontend,
+            f"bridges.{task}": self.bridges[task],
+            f"decoders.{task}": self.decoders[task],
+        }
+
+    def phase_parameters(self, phase: int) -> list[nn.Parameter]:
+        """Parameters optimised in ``phase``: those of ``phase_modules(phase)``."""
+        return [p for m in self.phase_modules(phase).values() for p in m.parameters()]
+
+    def phase_state_names(self, phase: int) -> tuple[str, ...]:
+        """The ``state_dict`` keys ``phase`` changes: the parameters of ``phase_modules(phase)`` and their buffers
+        (BatchNorm statistics). Phase 2 starts from exactly these of a phase-1 checkpoint."""
+        if phase == 2:
+            return tuple(self.state_dict())
+        prefixes = tuple(f"{name}." for name in self.phase_modules(phase))
+        return tuple(k for k in self.state_dict() if k.startswith(prefixes))
 
     def describe(self) -> str:
         """A readable one-line name of the variant, e.g. ``PAD-Net (distillation C; final DE+SP; ...) ResNet-101 OS8``."""
@@ -245,3 +272,10 @@ class PADNet(nn.Module):
             f"{name} (distillation {self.distillation_name}; final {finals}; inputs {','.join(self.distill_tasks)} "
             f"{fed}; intermediate {inter}) {net}"
         )
+
+
+def _module_generator(init_seed: int, module_name: str) -> torch.Generator:
+    """A generator for one module's initialisation, seeded by ``init_seed`` and the module's qualified name (a stable
+    hash: Python's ``hash`` of a string changes between processes)."""
+    digest = hashlib.sha256(f"{init_seed}/{module_name}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))

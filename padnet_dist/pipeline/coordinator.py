@@ -3,6 +3,10 @@
 Every transition is written to ``{run.dir}/pipeline.json`` before the loop goes on, so a coordinator killed at any
 point is replaced by re-running the same command: finished jobs stay finished, jobs still running on the backend
 are re-attached through their stored backend ids, and a job that ended while nobody watched is handled as if seen.
+
+A run with ``pipeline.phase1_from`` (a sweep's shared phase 1) reads that run's ``pipeline.json``, checkpoints and
+lease on every pass until its own phase 2 is submitted, and records what it found in its state as ``phase1_from``:
+``{"run_dir", "state": waiting | ready | failed, "checkpoint" (the one phase 2 starts from, once ready), "reason"}``.
 """
 
 from __future__ import annotations
@@ -16,10 +20,21 @@ from typing import Any
 
 from padnet_dist.pipeline import state as S
 from padnet_dist.pipeline.backend import Backend, JobSpec, JobState
-from padnet_dist.pipeline.graph import NewJob, RunPlan, best_checkpoint, is_complete, ready_jobs
-from padnet_dist.pipeline.lease import Lease, LeaseLost
+from padnet_dist.pipeline.graph import (
+    NewJob,
+    RunPlan,
+    Upstream,
+    best_checkpoint,
+    is_complete,
+    ready_jobs,
+    upstream_failure,
+    upstream_phase1,
+)
+from padnet_dist.pipeline.lease import Lease, LeaseLost, is_free, read_lease
 from padnet_dist.storage import join_url
-from padnet_dist.train.checkpoint import is_committed, list_committed, newest_committed
+from padnet_dist.train.checkpoint import is_committed, list_committed, newest_committed, phase_dir
+
+SHARED_PHASE1 = "phase1"  # what step() names when a shared phase 1 (pipeline.phase1_from) failed out elsewhere
 
 EXIT_STOPPED = 130  # Ctrl-C: the run is resumable by the same command
 
@@ -68,6 +83,7 @@ class Coordinator:
     max_retries: int
     poll_every_s: float
     clock: Callable[[], float] = time.time
+    storage_cfg: Any = None  # reaches the lease of a phase1_from run on S3
 
     @property
     def jobs(self) -> dict[str, S.Record]:
@@ -85,10 +101,8 @@ class Coordinator:
                     heartbeat.check()
                 failed = self.step()
                 if failed is not None:
-                    rec = self.jobs[failed]
-                    log(f"stopping: job {failed} {rec['state']} (exit code {rec.get('exit_code')}) after "
-                        f"{rec['attempts']} attempt(s); its log: {rec.get('log')}. Fix the cause and re-run the same "
-                        "command to continue")  # fmt: skip
+                    log(f"stopping: {self.failure_message(failed)}. Fix the cause and re-run the same command to "
+                        "continue")  # fmt: skip
                     return 1
                 if self.complete:
                     log(f"complete: {self.plan.run_dir}")
@@ -108,8 +122,17 @@ class Coordinator:
     def complete(self) -> bool:
         return is_complete(self.plan, self.jobs)
 
+    def failure_message(self, name: str) -> str:
+        """One line on why ``name`` (a job ``step`` returned) stopped the run."""
+        if name not in self.jobs:
+            return (self.state.get("phase1_from") or {}).get("reason") or f"{name} failed"
+        rec = self.jobs[name]
+        return (f"job {name} {rec['state']} (exit code {rec.get('exit_code')}) after {rec['attempts']} attempt(s); "
+                f"its log: {rec.get('log')}")  # fmt: skip
+
     def step(self) -> str | None:
-        """One pass: observe active jobs, act on ended ones, submit ready ones. The name of a job that failed out."""
+        """One pass: observe active jobs, act on ended ones, submit ready ones. The name of a job that failed out
+        (``SHARED_PHASE1`` when the ``phase1_from`` run's phase 1 will not end without a re-run of that run)."""
         for name in list(self.jobs):
             rec = self.jobs[name]
             if rec["state"] in S.ACTIVE_STATES:
@@ -130,9 +153,42 @@ class Coordinator:
             for name, rec in self.jobs.items()
             if rec.get("kind") == "train"
         }
-        for new in ready_jobs(self.plan, self.jobs, committed):
+        upstream = None
+        if self.plan.phase1_from and "phase2" not in self.jobs:
+            upstream = self._read_upstream()
+            if self._note_upstream(upstream) == "failed":
+                return SHARED_PHASE1
+        for new in ready_jobs(self.plan, self.jobs, committed, upstream):
             self.submit(new)
         return None
+
+    def _read_upstream(self) -> Upstream:
+        """The ``phase1_from`` run as it is now (its lease is read only while its phase 1 is not done)."""
+        owner = self.plan.phase1_from
+        state = S.load_state(owner, self.storage)
+        jobs = None if state is None else state["jobs"]
+        committed = list_committed(phase_dir(owner, 1), self.storage) if jobs and "phase1" in jobs else []
+        found = Upstream(owner, jobs, committed, driven=True)
+        if upstream_phase1(self.plan, found) is not None:
+            return found
+        held = read_lease(owner, self.storage_cfg)
+        return dataclasses.replace(found, driven=held is not None and not is_free(held, self.clock()))
+
+    def _note_upstream(self, upstream: Upstream) -> str:
+        """Record where phase 1 comes from and how it stands in the state (saved on change); that state."""
+        checkpoint = upstream_phase1(self.plan, upstream)
+        reason = upstream_failure(self.plan, upstream)
+        state = "ready" if checkpoint else "failed" if reason else "waiting"
+        note = {"run_dir": upstream.run_dir, "state": state, "checkpoint": checkpoint, "reason": reason}
+        if self.state.get("phase1_from") != note:
+            if state != (self.state.get("phase1_from") or {}).get("state") and state != "failed":  # failed: step says
+                what = (
+                    f"phase 2 starts from {checkpoint}" if checkpoint else "for its phase 1 and its evaluations to end"
+                )
+                log(f"phase 1 from {upstream.run_dir}: {state} ({what})")
+            self.state["phase1_from"] = note
+            self.save()
+        return state
 
     def submit(self, new: NewJob, previous: S.Record | None = None) -> None:
         attempt = (previous or {}).get("attempts", 0) + 1

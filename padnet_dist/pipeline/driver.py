@@ -36,13 +36,14 @@ def plan_for(cfg: Config, argv: Sequence[str]) -> RunPlan:
         run_dir=cfg.run.dir, config_argv=tuple(argv), checkpoint_every_steps=cfg.run.checkpoint_every_steps,
         eval_every=p.eval_every, phase2_init=p.phase2_init, best_metric=p.best_metric, baseline=p.baseline,
         nodes=p.nodes, ranks_per_node=p.ranks_per_node, gpus_per_rank=p.gpus_per_rank, cpus_per_rank=p.cpus_per_rank,
-        eval_ranks=p.eval_ranks, with_report="report" in COMMANDS,
+        eval_ranks=p.eval_ranks, with_report="report" in COMMANDS, phase1_from=p.phase1_from.rstrip("/"),
     )  # fmt: skip
 
 
 def _run_defining(argv: Sequence[str]) -> list[str]:
-    """The arguments that define what a run computes: all but the coordinator's own ``pipeline.*`` settings."""
-    return [a for a in argv if not a.startswith("pipeline.")]
+    """The arguments that define what a run computes: all but the coordinator's own ``pipeline.*`` settings
+    (``pipeline.phase1_from`` defines where phase 1 comes from, so it is one of them)."""
+    return [a for a in argv if not a.startswith("pipeline.") or a.startswith("pipeline.phase1_from=")]
 
 
 @dataclass
@@ -78,7 +79,7 @@ def open_run(config_files: Sequence[str], overrides: Sequence[str], backend_name
             log(f"continuing {cfg.run.dir}: {_summary(state)}")
         state["config"] = argv
         coordinator = Coordinator(plan_for(cfg, argv), backend, state, storage, cfg.pipeline.max_retries,
-                                  cfg.pipeline.poll_every_s)  # fmt: skip
+                                  cfg.pipeline.poll_every_s, storage_cfg=cfg.storage)  # fmt: skip
         coordinator.save()
     except BaseException:
         heartbeat.stop()

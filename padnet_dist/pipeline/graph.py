@@ -7,6 +7,11 @@ every evaluation of phase 1 has ended, from phase 1's final checkpoint or (``pha
 one that is still committed. With ``baseline`` the front end alone (``model.variant=frontend``) is trained and
 evaluated the same way as a nested run in ``{run_dir}/baseline``; its jobs are named ``baseline-...``.
 
+With ``phase1_from`` (another run's directory: a sweep's shared phase 1) the run has no phase-1 job or phase-1
+evaluation of its own: its phase 2 starts from that run's phase-1 checkpoint (the one that run's own phase 2 uses,
+by the same ``phase2_init`` rule) once that run's phase 1 and every evaluation of it have ended. ``Upstream`` is what
+the coordinator read of that run; ``upstream_phase1`` and ``upstream_failure`` judge it.
+
 ``ready_jobs`` answers "which jobs may be submitted now"; the coordinator calls it after every change it observes.
 """
 
@@ -54,6 +59,18 @@ class RunPlan:
     cpus_per_rank: int = 1
     eval_ranks: int = 1
     with_report: bool = True
+    phase1_from: str = ""  # run dir whose phase 1 this run's phase 2 starts from ("": train phase 1 here)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The run ``phase1_from`` names, as read now: its ``pipeline.json`` jobs (None: it has none), its phase 1's
+    committed checkpoints, and whether a coordinator holds its lease (so that its phase 1 may still end)."""
+
+    run_dir: str
+    jobs: Mapping[str, Record] | None
+    committed: Sequence[tuple[int, str]]
+    driven: bool
 
 
 @dataclass(frozen=True)
@@ -79,15 +96,18 @@ def tracks(plan: RunPlan) -> list[Track]:
     return found
 
 
-def ready_jobs(plan: RunPlan, jobs: Mapping[str, Record], committed: Committed) -> list[NewJob]:
-    """Jobs not yet in ``jobs`` whose inputs are ready. ``committed``: checkpoints seen now, per phase job."""
+def ready_jobs(
+    plan: RunPlan, jobs: Mapping[str, Record], committed: Committed, upstream: Upstream | None = None
+) -> list[NewJob]:
+    """Jobs not yet in ``jobs`` whose inputs are ready. ``committed``: checkpoints seen now, per phase job;
+    ``upstream``: the ``phase1_from`` run as seen now (None: not read, so a shared phase 1 is not ready)."""
     if "data" not in jobs:
         return [_task(plan, "data", ("check-data", *plan.config_argv))]
     if jobs["data"]["state"] != SUCCEEDED:
         return []
     specs: list[NewJob] = []
     for track in tracks(plan):
-        specs += _track_ready(plan, track, jobs, committed)
+        specs += _track_ready(plan, track, jobs, committed, upstream)
     if plan.with_report and "report" not in jobs and all(_track_done(plan, t, jobs) for t in tracks(plan)):
         specs.append(_task(plan, "report", ("report", plan.run_dir, *plan.config_argv)))
     return specs
@@ -126,13 +146,51 @@ def best_checkpoint(
     return best
 
 
-def _track_ready(plan: RunPlan, track: Track, jobs: Mapping[str, Record], committed: Committed) -> list[NewJob]:
+def upstream_phase1(plan: RunPlan, upstream: Upstream | None) -> str | None:
+    """The checkpoint of the ``phase1_from`` run this run's phase 2 starts from, once that run's phase 1 and its
+    evaluations have ended; None until then."""
+    if upstream is None or upstream.jobs is None:
+        return None
+    owner = Track("", upstream.run_dir, ())
+    if not _evals_done(owner, 1, upstream.jobs):
+        return None
+    return _phase2_init(plan, owner, upstream.jobs, {owner.phase_job(1): upstream.committed}) or None
+
+
+def upstream_failure(plan: RunPlan, upstream: Upstream) -> str | None:
+    """Why the ``phase1_from`` run's phase 1 will not end without a re-run of it (no coordinator drives it and it is
+    not done), in one line; None while it is done or may still end."""
+    if upstream.driven or upstream_phase1(plan, upstream) is not None:
+        return None
+    owner = upstream.run_dir
+    if upstream.jobs is None:
+        why = "has no pipeline.json"
+    else:
+        names = [n for n in ("phase1", *sorted(upstream.jobs)) if n == "phase1" or n.startswith("eval-phase1-")]
+        stuck = [n for n in names if n in upstream.jobs and upstream.jobs[n].get("state") not in FINISHED_STATES]
+        if stuck:
+            rec = upstream.jobs[stuck[0]]
+            why = f"has its {stuck[0]} job {rec.get('state')} (its log: {rec.get('log')})"
+        else:
+            why = "has not finished phase 1 and its evaluation"
+    return (f"phase 1 comes from {owner}, which {why} and no coordinator drives it: continue that run (re-run the "
+            "sweep or its pipeline command), then this one")  # fmt: skip
+
+
+def _track_ready(
+    plan: RunPlan, track: Track, jobs: Mapping[str, Record], committed: Committed, upstream: Upstream | None
+) -> list[NewJob]:
     specs: list[NewJob] = []
-    for phase in (1, 2):
+    shared = bool(plan.phase1_from) and track.prefix == ""
+    for phase in (2,) if shared else (1, 2):
         name = track.phase_job(phase)
         rec = jobs.get(name)
         if rec is None:
-            if phase == 1 or _evals_done(track, 1, jobs):
+            if shared:
+                init = upstream_phase1(plan, upstream)
+                if init is not None:
+                    specs.append(_train(plan, track, phase, init))
+            elif phase == 1 or _evals_done(track, 1, jobs):
                 specs.append(_train(plan, track, phase, _phase2_init(plan, track, jobs, committed)))
             return specs
         finished = rec["state"] == SUCCEEDED

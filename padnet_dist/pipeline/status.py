@@ -44,6 +44,10 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [f"run {status['run_dir']} ({status['backend']} backend)"]
     lease = status.get("lease")
     lines.append(f"coordinator: {describe(lease)}" if lease else "coordinator: none holds the run")
+    shared = status.get("phase1_from")
+    if shared:
+        detail = shared.get("checkpoint") or shared.get("reason") or "its phase 1 and evaluations have not ended"
+        lines.append(f"phase 1 from {shared['run_dir']}: {shared['state']} ({detail})")
     rows = [("job", "state", "backend id", "duration", "retries", "latest")]
     ordered = sorted(status["jobs"].items(), key=lambda item: (item[1].get("submitted_at") or 0, item[0]))
     for name, rec in ordered:  # in the order they were submitted

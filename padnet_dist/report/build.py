@@ -13,6 +13,8 @@ report.json (strict JSON, the numbers the page shows)::
                    "train_mean_depth", "depth_target", "train_manifest", "split_manifest", "metrics"},
      "frontend_baseline": {"run_dir", "phase1", "phase2", "best"}   (only when {run_dir}/baseline/ has records),
      "jobs": pipeline.json's "jobs" | null,
+     "phase1_from": pipeline.json's "phase1_from" (only for a run whose phase 1 was trained by another run: its
+                    "phase1" section is that run's phase 1),
      "panels": [{"model", "checkpoint", "panels": [{"file", "task", "key", "columns"}]}],
      "notes": [why something is missing]}
 
@@ -187,6 +189,23 @@ def _baselines(cfg: Config, val_manifest: str, previous_json_url: str) -> dict[s
     return baselines | {"inputs_sha256": inputs}
 
 
+def _borrow_phase1(run: RunRecords, storage_cfg: StorageConfig | None, notes: list[str]) -> dict[str, Any] | None:
+    """For a run whose phase 1 another run trained (``pipeline.phase1_from``): that run's phase-1 records in place
+    of the empty own ones, and a note saying so; pipeline.json's ``phase1_from`` record, else None."""
+    shared = (run.pipeline or {}).get("phase1_from")
+    if not isinstance(shared, dict) or not shared.get("run_dir"):
+        return None
+    notes.append(f"phase 1 was trained by {shared['run_dir']} (shared by the runs that train the same phase 1); "
+                 f"phase 2 started from {shared.get('checkpoint') or 'its checkpoint, once ready'}; the phase-1 "
+                 "section shows that run's phase 1")  # fmt: skip
+    if run.phases[1].empty:
+        try:
+            run.phases[1] = read_run(shared["run_dir"], storage_cfg).phases[1]
+        except UserError as e:
+            _note(notes, "shared phase 1", e)
+    return shared
+
+
 def _note(notes: list[str], what: str, error: UserError) -> None:
     """The rest of the report is still worth writing: the reason goes on the page and to stderr."""
     notes.append(f"{what}: {error}")
@@ -216,12 +235,15 @@ def write_report(
     run_dir = run_dir.rstrip("/")
     out_url = (out_url or run_dir).rstrip("/")
     run = read_run(run_dir, storage_cfg)
+    notes: list[str] = []
+    shared = _borrow_phase1(run, storage_cfg, notes)
     cfg = settings_for(run.config, config_files, overrides) if run.config is not None else None
     metric = cfg.pipeline.best_metric if cfg is not None else "semantic.miou"
     runs = {"padnet": run}
     report: dict[str, Any] = {"version": 1, "run_dir": run_dir, "generated_at": time.time()}
     report |= _run_sections(run, metric)
-    notes: list[str] = []
+    if shared:
+        report["phase1_from"] = shared
     baseline_dir = join_url(run_dir, "baseline")
     if storage_for(baseline_dir, storage_cfg).list(baseline_dir):
         runs["frontend"] = read_run(baseline_dir, storage_cfg, parent_pipeline=run.pipeline)

@@ -49,8 +49,7 @@ def drive_runs(
                 failed = opened.coordinator.step()
                 if failed is not None or opened.coordinator.complete:
                     code = 0 if failed is None else 1
-                    rec = opened.coordinator.jobs.get(failed, {}) if failed else {}
-                    log(f"{name}: complete" if code == 0 else f"{name}: job {failed} failed; its log: {rec.get('log')}")
+                    log(f"{name}: complete" if code == 0 else f"{name}: {opened.coordinator.failure_message(failed)}")
                     opened.close()
                     codes[name] = code
                     del active[name]

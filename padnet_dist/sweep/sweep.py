@@ -17,7 +17,7 @@ from padnet_dist.pipeline.driver import interrupt_on_sigterm
 from padnet_dist.pipeline.state import load_state
 from padnet_dist.storage import join_url, storage_for
 from padnet_dist.sweep.paper import TABLES, table_name
-from padnet_dist.sweep.plan import SweepRun, final_metrics, plan_runs
+from padnet_dist.sweep.plan import SweepRun, final_metrics, plan_runs, recorded_phase1_from, share_phase1
 from padnet_dist.sweep.rows import Row, rows_of, table_rows
 from padnet_dist.sweep.runner import drive_runs, log
 from padnet_dist.sweep.table import markdown, text_cells, title, to_csv
@@ -55,12 +55,12 @@ def run_sweep(
     rows = select_rows(table, row_files)
     seeds = [cfg.data.seed + i for i in range(num_seeds)]
     runs = plan_runs(rows, seeds=seeds, base_configs=config_files, overrides=overrides, sweep_dir=cfg.run.dir)
-    for run in runs:  # every run's config, before any job starts
-        load_config(run.config_files, run.overrides)
+    runs = _shared(runs, storage_for(cfg.run.dir, cfg.storage))
     if parallel is None:
         parallel = 1 if backend == "local" else 0
     log(f"{len(runs)} runs ({len({r.preset for r in runs})} presets x {num_seeds} seeds) in {cfg.run.dir} "
-        f"on the {backend} backend, {'all' if parallel <= 0 else parallel} at a time")  # fmt: skip
+        f"on the {backend} backend, {'all' if parallel <= 0 else parallel} at a time; "
+        f"{sum(not r.phase1_from for r in runs)} train phase 1, the others share one")  # fmt: skip
     previous = signal.signal(signal.SIGTERM, interrupt_on_sigterm)  # SIGTERM as Ctrl-C: local jobs commit first
     try:
         codes = drive_runs(runs, backend=backend, parallel=parallel, poll_every_s=cfg.pipeline.poll_every_s)
@@ -75,6 +75,18 @@ def run_sweep(
             "command to continue")  # fmt: skip
         return 1
     return 0
+
+
+def _shared(runs: list[SweepRun], storage) -> list[SweepRun]:
+    """Every run's config checked (before any job starts), the shared phase 1s planned, runs that train a phase 1
+    first (so that one at a time never waits for a phase 1 that comes later)."""
+    configs = [load_config(run.config_files, run.overrides) for run in runs]
+    started = {run.run_dir: recorded_phase1_from(load_state(run.run_dir, storage)) for run in runs}
+    shared = share_phase1(runs, configs, started)
+    for run in shared:
+        if run.phase1_from:
+            log(f"{run.name}: phase 1 from {run.phase1_from}")
+    return sorted(shared, key=lambda r: bool(r.phase1_from))
 
 
 def collect(runs: list[SweepRun], storage) -> dict[str, list[dict]]:

@@ -27,6 +27,7 @@ from padnet_dist.train import engine as seam
 from padnet_dist.train.hooks import TrainHooks
 from padnet_dist.train.logging import RunLogger
 from padnet_dist.train.objective import compute_losses
+from padnet_dist.train.phase_init import check_phase1_init, load_phase1_state
 from padnet_dist.train.rng import rng_state, seed_everything, set_rng_state
 from padnet_dist.train.schedule import lr_at
 from padnet_dist.train.stop import StopRequest
@@ -101,9 +102,10 @@ def plan_phase(cfg: Config, world: World) -> PhasePlan:
     init_url = None
     if resume_url is None and phase == 2:
         init_url = checkpoint.resolve_phase2_init(cfg.phases.phase2.init_from, cfg.run.dir, storage)
-    for url in (resume_url, init_url):
-        if url is not None:
-            checkpoint.check_model_matches(url, cfg.model, storage)
+    if resume_url is not None:
+        checkpoint.check_model_matches(resume_url, cfg.model, storage)
+    if init_url is not None:  # another model config may have trained it: phase 1 must be this model's
+        check_phase1_init(init_url, cfg.model, storage)
 
     from padnet_dist.data.loader import build_train_loader
 
@@ -446,7 +448,8 @@ def _announce_config(config_yaml: str, url: str, storage) -> None:
 
 
 def _build_model(cfg: Config, storage, *, resumed: bool, init_url: str | None) -> torch.nn.Module:
-    """The bare network: ImageNet backbone for a fresh phase 1, phase 1's weights for a fresh phase 2.
+    """The bare network: ImageNet backbone for a fresh phase 1, phase 1's trained weights over this run's own
+    initialisation for a fresh phase 2 (``train.phase_init``).
 
     A resumed phase gets its weights from the engine state instead, so nothing is loaded here.
     """
@@ -458,7 +461,7 @@ def _build_model(cfg: Config, storage, *, resumed: bool, init_url: str | None) -
         return build_model_from_config(cfg.model, cfg.storage)
     model = build_model(cfg.model)
     if init_url is not None:
-        model.load_state_dict(checkpoint.read_model_state(init_url, storage))
+        load_phase1_state(model, checkpoint.read_model_state(init_url, storage), init_url)
     return model
 
 

@@ -208,3 +208,47 @@ def test_ctrl_c_on_a_cluster_backend_leaves_the_jobs_running_and_says_how_to_rea
     assert backend.stopped == [] and coordinator.jobs["phase1"]["state"] == "running"
     out = capsys.readouterr().out
     assert "jobs keep running on slurm: phase1 (phase1#1)" in out and "running the same command again" in out
+
+
+def _run_coordinator(tmp_path, name: str, backend, **plan) -> Coordinator:
+    run_dir = str(tmp_path / name)
+    argv = ("--config", "c.yaml", f"run.dir={run_dir}")
+    plan = RunPlan(run_dir=run_dir, config_argv=argv, checkpoint_every_steps=10, with_report=False, **plan)
+    state = load_state(run_dir, storage_for(run_dir)) or new_state(run_dir, backend.name, list(argv))
+    return Coordinator(plan, backend, state, storage_for(run_dir), max_retries=1, poll_every_s=0.001)
+
+
+def test_a_shared_phase1_waits_for_its_owner_fails_with_it_and_continues_once_it_is_fixed(tmp_path):
+    from padnet_dist.pipeline.lease import acquire
+
+    owner_dir = str(tmp_path / "owner")
+    owner_backend = ScriptedBackend({"phase1": ["failed", "failed"]})
+    assert _run_coordinator(tmp_path, "owner", owner_backend).run() == 1  # its phase 1 failed out
+
+    # nobody drives the owner and its phase 1 failed: the dependant stops at once, saying why in one line
+    backend = ScriptedBackend()
+    dependant = _run_coordinator(tmp_path, "dependant", backend, phase1_from=owner_dir)
+    assert dependant.run() == 1
+    assert _names(backend) == []
+    recorded = load_state(str(tmp_path / "dependant"), storage_for(str(tmp_path)))["phase1_from"]
+    assert recorded["state"] == "failed" and recorded["run_dir"] == owner_dir
+    message = dependant.failure_message("phase1")
+    assert message == recorded["reason"] and "has its phase1 job failed" in message and "\n" not in message
+
+    # while a coordinator holds the owner's lease its phase 1 may still end: the dependant waits
+    lease = acquire(owner_dir, 60.0)
+    try:
+        dependant = _run_coordinator(tmp_path, "dependant", backend, phase1_from=owner_dir)
+        assert dependant.step() is None and dependant.state["phase1_from"]["state"] == "waiting"
+    finally:
+        lease.release()
+
+    # the owner re-run finishes phase 1: the dependant's phase 2 starts from the owner's final checkpoint
+    assert _run_coordinator(tmp_path, "owner", ScriptedBackend()).run() == 0
+    dependant = _run_coordinator(tmp_path, "dependant", backend, phase1_from=owner_dir)
+    assert dependant.run() == 0
+    assert _names(backend) == ["data", "phase2", "eval-phase2-step-000000020"]
+    final = f"{owner_dir}/phase1/checkpoints/step-000000020"
+    assert backend.submitted[1].argv[-1] == f"phases.phase2.init_from={final}"
+    assert dependant.state["phase1_from"] == {"run_dir": owner_dir, "state": "ready", "checkpoint": final,
+                                              "reason": None}  # fmt: skip

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from padnet_dist.pipeline.graph import RunPlan, best_checkpoint, is_complete, ready_jobs
+from padnet_dist.pipeline.graph import (
+    RunPlan,
+    Upstream,
+    best_checkpoint,
+    is_complete,
+    ready_jobs,
+    upstream_failure,
+    upstream_phase1,
+)
 
 RUN = "/runs/r"
 
@@ -141,3 +149,63 @@ def test_best_checkpoint_knows_which_metrics_are_lower_is_better(metric, want_st
     assert best["step"] == want_step and best["metric"] == metric
     assert best_checkpoint(jobs, "semantic.miou", prefix="baseline-")["value"] == 0.9
     assert best_checkpoint({}, metric) is None
+
+
+OWNER = "/runs/owner"
+
+
+def _upstream(jobs: dict | None, committed=(), driven: bool = True) -> Upstream:
+    return Upstream(OWNER, jobs, tuple(committed), driven)
+
+
+def test_a_run_with_a_shared_phase1_has_no_phase1_job_and_starts_phase2_from_the_owners_checkpoint():
+    plan = _plan(phase1_from=OWNER)
+    jobs = {"data": _done()}
+    owner = {"data": _done(), "phase1": {"state": "running", "kind": "train"}}
+    assert ready_jobs(plan, jobs, {}) == []  # the owner not read: nothing to start
+    assert ready_jobs(plan, jobs, {}, _upstream(owner)) == []  # its phase 1 still trains
+    owner["phase1"] = _phase_done(1, 35, OWNER)
+    assert ready_jobs(plan, jobs, {}, _upstream(owner)) == []  # its final checkpoint not evaluated yet
+    owner["eval-phase1-step-000000035"] = {"state": "running", "kind": "eval"}
+    assert ready_jobs(plan, jobs, {}, _upstream(owner)) == []
+    owner["eval-phase1-step-000000035"] = _eval_done(1, 35, run=OWNER)
+    (phase2,) = ready_jobs(plan, jobs, {}, _upstream(owner))
+    assert phase2.spec.name == "phase2"
+    assert phase2.spec.argv[-2:] == ("phase=2", f"phases.phase2.init_from={_ckpt(1, 35, OWNER)}")
+    assert phase2.facts == {"phase": 2, "phase_dir": f"{RUN}/phase2"}
+    # phase 2's evaluations and the report follow as in any run; no phase-1 job ever appears
+    jobs["phase2"] = _phase_done(2, 12)
+    assert _names(ready_jobs(plan, jobs, {"phase2": [(12, _ckpt(2, 12))]})) == ["eval-phase2-step-000000012"]
+    jobs["eval-phase2-step-000000012"] = _eval_done(2, 12)
+    assert _names(ready_jobs(plan, jobs, {})) == ["report"]
+    jobs["report"] = _done(kind="task")
+    assert is_complete(plan, jobs) and "phase1" not in jobs
+
+
+def test_a_shared_phase1_with_phase2_init_best_takes_the_owners_best_checkpoint_still_committed():
+    miou = {20: 0.5, 30: 0.7, 35: 0.6}
+    owner = {"data": _done(), "phase1": _phase_done(1, 35, OWNER)}
+    owner |= {f"eval-phase1-step-{s:09d}": _eval_done(1, s, {"semantic": {"miou": v}}, OWNER) for s, v in miou.items()}
+    plan = _plan(phase1_from=OWNER, phase2_init="best")
+    alive = [(s, _ckpt(1, s, OWNER)) for s in (20, 30, 35)]
+    assert upstream_phase1(plan, _upstream(owner, alive)) == _ckpt(1, 30, OWNER)
+    assert upstream_phase1(plan, _upstream(owner, alive[-1:])) == _ckpt(1, 35, OWNER)  # best pruned: the final one
+
+
+def test_a_shared_phase1_that_nobody_will_finish_fails_the_run_in_one_line():
+    plan = _plan(phase1_from=OWNER)
+    failed = {"data": _done(), "phase1": {"state": "failed", "kind": "train", "log": f"{OWNER}/logs/phase1.3.log"}}
+    assert upstream_failure(plan, _upstream(failed, driven=True)) is None  # its coordinator may still retry it
+    reason = upstream_failure(plan, _upstream(failed, driven=False))
+    assert reason.startswith(f"phase 1 comes from {OWNER}, which has its phase1 job failed (its log: {OWNER}/logs/")
+    assert "re-run the sweep" in reason and "\n" not in reason
+    assert "has no pipeline.json" in upstream_failure(plan, _upstream(None, driven=False))
+    ended = {"data": _done(), "phase1": _phase_done(1, 35, OWNER)}  # its evaluation never submitted
+    assert "has not finished phase 1 and its evaluation" in upstream_failure(plan, _upstream(ended, driven=False))
+    ended["eval-phase1-step-000000035"] = _eval_done(1, 35, run=OWNER)
+    assert upstream_failure(plan, _upstream(ended, driven=False)) is None  # done: nobody needs to drive it
+
+
+def test_the_baseline_of_a_run_with_a_shared_phase1_trains_its_own_phase1():
+    plan = _plan(phase1_from=OWNER, baseline=True)
+    assert _names(ready_jobs(plan, {"data": _done()}, {}, _upstream({"data": _done()}))) == ["baseline-phase1"]

@@ -59,3 +59,14 @@ def test_status_shows_each_jobs_state_id_duration_retries_metrics_and_the_coordi
 def test_status_of_a_dir_without_a_pipeline_says_so(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 2
     assert "pipeline.json does not exist" in capsys.readouterr().err
+
+
+def test_status_of_a_run_with_a_shared_phase1_says_where_it_comes_from(tmp_path, capsys):
+    url = str(tmp_path / "run")
+    state = _state(url) | {"jobs": {}, "best": None}
+    state["phase1_from"] = {"run_dir": "/sweeps/t2/t2_a_sp/seed0", "state": "ready",
+                            "checkpoint": "/sweeps/t2/t2_a_sp/seed0/phase1/checkpoints/step-000000040", "reason": None}  # fmt: skip
+    save_state(state, storage_for(url))
+    assert main(["status", url]) == 0
+    assert ("phase 1 from /sweeps/t2/t2_a_sp/seed0: ready (/sweeps/t2/t2_a_sp/seed0/phase1/checkpoints/step-000000040)"
+            in capsys.readouterr().out)  # fmt: skip
