@@ -5,11 +5,13 @@ Ctrl-C reaches only the coordinator) with its output in the job's log. That runn
 ``padnet-dist ARGV`` (``--nproc N`` for training and evaluation: N local ranks), passes a SIGTERM on to it (training
 ranks commit and exit 75) and writes the exit code to ``JOB_DIR/exit.json`` before it ends. The backend id is the job
 directory's name below ``jobs_dir``, so a coordinator started later, in another process, reads the exit code or finds
-the runner still alive and re-attaches to it.
+the runner still alive and re-attaches to it. A log bound for a bucket is uploaded by the runner, through the run's
+``storage`` settings (its endpoint), which the job's record keeps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
+from padnet_dist.config.run import StorageConfig
 from padnet_dist.pipeline.backend import EXIT_INTERRUPTED, JobSpec, JobState, JobStatus
 from padnet_dist.storage.local import atomic_write_local
 from padnet_dist.storage.url import is_s3, local_path
@@ -55,9 +58,10 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, jobs_dir: str, cwd: str | None = None) -> None:
+    def __init__(self, jobs_dir: str, cwd: str | None = None, storage: StorageConfig | None = None) -> None:
         self.jobs_dir = Path(jobs_dir)
         self.cwd = cwd or os.getcwd()
+        self.storage = storage or StorageConfig()  # where a log bound for a bucket is uploaded (its endpoint)
 
     def submit(self, spec: JobSpec) -> str:
         job_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -69,7 +73,7 @@ class LocalBackend:
         if spec.kind in ("train", "eval"):
             argv += ["--nproc", str(spec.nodes * spec.ranks_per_node)]
         record = {"name": spec.name, "kind": spec.kind, "argv": argv, "log": log, "log_url": spec.log_url,
-                  "submitted_at": time.time()}  # fmt: skip
+                  "storage": dataclasses.asdict(self.storage), "submitted_at": time.time()}  # fmt: skip
         write_json(job_dir / SPEC_FILE, record)
         with open(log, "ab") as out:
             proc = subprocess.Popen(

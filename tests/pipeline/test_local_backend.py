@@ -95,3 +95,17 @@ def test_detach_returns_at_once_and_the_background_coordinator_records_the_run(t
     assert "stopping: job data failed" in Path(status.log).read_text()
     assert not (run_dir / "pipeline.lease").exists()  # released when the coordinator ended
     assert time.monotonic() - started < 300
+
+
+def test_a_log_bound_for_a_bucket_is_uploaded_through_the_runs_endpoint(s3, tmp_path):
+    # No AWS_ENDPOINT_URL in the environment (the fixture removes it): only the run's storage.endpoint_url names
+    # the S3-compatible store, and the job's runner, a process of its own, must use it.
+    assert "AWS_ENDPOINT_URL" not in os.environ
+    log_url = s3.url("run/logs/data.1.log")
+    spec = JobSpec(name="data", kind="task", argv=("check-data", "--config", TINY, "data.train_manifest=/nowhere.json"),
+                   log_url=log_url)  # fmt: skip
+    backend = LocalBackend(str(tmp_path / "jobs"), cwd=str(REPO_ROOT), storage=s3.storage_cfg)
+    status = _wait_done(backend, backend.submit(spec), timeout_s=300)
+    assert status.state == JobState.FAILED and status.log == log_url
+    uploaded = storage_for(log_url, s3.storage_cfg).read_bytes(log_url).decode()
+    assert "data.train_manifest=/nowhere.json does not exist" in uploaded and "== exit code 2" in uploaded
