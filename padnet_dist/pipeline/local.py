@@ -64,9 +64,12 @@ class LocalBackend:
         self.storage = storage or StorageConfig()  # where a log bound for a bucket is uploaded (its endpoint)
 
     def submit(self, spec: JobSpec) -> str:
-        job_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        """The job's id is its ``token`` (or a new unique name), so ``find`` knows it from the token alone."""
+        job_id = spec.token or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         job_dir = self.jobs_dir / job_id
-        job_dir.mkdir(parents=True)
+        job_dir.mkdir(parents=True, exist_ok=True)  # left empty by a submit that stopped before spec.json
+        if (job_dir / SPEC_FILE).exists():
+            raise ValueError(f"local job {job_id} was submitted already: a token is submitted once (find it)")
         log = local_path(spec.log_url) if spec.log_url and not is_s3(spec.log_url) else str(job_dir / LOCAL_LOG)
         Path(log).parent.mkdir(parents=True, exist_ok=True)
         argv = list(spec.argv)
@@ -85,6 +88,10 @@ class LocalBackend:
         write_json(job_dir / STARTED_FILE, {"pid": proc.pid, "start_ticks": process_start_ticks(proc.pid),
                                             "started_at": time.time()})  # fmt: skip
         return job_id
+
+    def find(self, token: str) -> str | None:
+        # submit writes spec.json before it starts the runner; without it the runner never started
+        return token if token and (self.jobs_dir / token / SPEC_FILE).is_file() else None
 
     def status(self, job_id: str) -> JobStatus:
         job_dir = self.jobs_dir / job_id

@@ -109,3 +109,15 @@ def test_a_log_bound_for_a_bucket_is_uploaded_through_the_runs_endpoint(s3, tmp_
     assert status.state == JobState.FAILED and status.log == log_url
     uploaded = storage_for(log_url, s3.storage_cfg).read_bytes(log_url).decode()
     assert "data.train_manifest=/nowhere.json does not exist" in uploaded and "== exit code 2" in uploaded
+
+
+def test_a_submission_whose_id_was_never_recorded_is_found_by_its_token(tmp_path):
+    spec = JobSpec(name="data", kind="task", argv=("check-data", "--config", TINY, "data.train_manifest=/nowhere.json"),
+                   log_url=str(tmp_path / "data.log"), token="data-1-0123abcd")  # fmt: skip
+    backend = LocalBackend(str(tmp_path / "jobs"), cwd=str(REPO_ROOT))
+    job = backend.submit(spec)
+    assert job == "data-1-0123abcd" and LocalBackend(str(tmp_path / "jobs")).find("data-1-0123abcd") == job
+    assert backend.find("data-1-ffffffff") is None and backend.find("") is None
+    with pytest.raises(ValueError, match="submitted already"):
+        backend.submit(spec)  # a token names one submission
+    assert _wait_done(backend, job, timeout_s=300).state == JobState.FAILED
