@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from padnet_dist.config.run import StorageConfig
@@ -53,6 +54,12 @@ def process_start_ticks(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def job_env(spec: JobSpec, environ: Mapping[str, str]) -> dict[str, str]:
+    """A job's environment: this one, ``OMP_NUM_THREADS`` = ``cpus_per_rank`` (the ranks of jobs running side by side,
+    a sweep's, must not each spin every core's OpenMP threads), then the spec's own variables."""
+    return {**environ, "OMP_NUM_THREADS": str(spec.cpus_per_rank), **spec.env}
+
+
 class LocalBackend:
     """Jobs as process groups on this machine; their records in ``jobs_dir`` (one directory per job)."""
 
@@ -82,7 +89,7 @@ class LocalBackend:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "padnet_dist.pipeline.local_job", str(job_dir)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd,
-                env={**os.environ, **spec.env}, start_new_session=True,
+                env=job_env(spec, os.environ), start_new_session=True,
             )  # fmt: skip
         # The runner also writes this; writing it here too means a job is attachable the moment submit returns.
         write_json(job_dir / STARTED_FILE, {"pid": proc.pid, "start_ticks": process_start_ticks(proc.pid),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from padnet_dist.pipeline.backend import JobSpec, JobState
-from padnet_dist.pipeline.local import LocalBackend
+from padnet_dist.pipeline.local import LocalBackend, job_env
 from padnet_dist.storage import storage_for
 from padnet_dist.train import checkpoint as ckpt
 from tests.helpers import REPO_ROOT
@@ -121,3 +121,12 @@ def test_a_submission_whose_id_was_never_recorded_is_found_by_its_token(tmp_path
     with pytest.raises(ValueError, match="submitted already"):
         backend.submit(spec)  # a token names one submission
     assert _wait_done(backend, job, timeout_s=300).state == JobState.FAILED
+
+
+def test_a_jobs_ranks_get_cpus_per_rank_threads_whatever_the_coordinators_environment():
+    # two 1-rank jobs side by side on 2 cores (a sweep with --parallel 2): each rank left at cores // nproc = 2
+    # OpenMP threads oversubscribes the machine
+    spec = JobSpec(name="phase1", kind="train", argv=("train",), log_url="", cpus_per_rank=1)
+    assert job_env(spec, {"OMP_NUM_THREADS": "8", "PATH": "/bin"}) == {"OMP_NUM_THREADS": "1", "PATH": "/bin"}
+    wide = JobSpec(name="phase1", kind="train", argv=("train",), log_url="", cpus_per_rank=3, env={"X": "1"})
+    assert job_env(wide, {}) == {"OMP_NUM_THREADS": "3", "X": "1"}
