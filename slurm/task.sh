@@ -25,7 +25,8 @@ padnet-dist "$@" && rc=0 || rc=$?
 # The pipeline's Slurm backend reads this record once slurmctld has forgotten the job, where there is no sacct.
 if [ -n "${PADNET_JOB_RECORD_DIR:-}" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
     record="$PADNET_JOB_RECORD_DIR/$SLURM_JOB_ID.exit.json"
-    printf '{"exit_code": %d, "restarts": %d, "ended_at": %d}\n' "$rc" "${SLURM_RESTART_COUNT:-0}" "$(date +%s)" \
+    printf '{"exit_code": %d, "restarts": %d, "ended_at": %d, "token": "%s"}\n' "$rc" "${SLURM_RESTART_COUNT:-0}" \
+        "$(date +%s)" "${PADNET_SUBMIT_TOKEN:-}" \
         >"$record.tmp" && mv "$record.tmp" "$record" || true
 fi
 exit "$rc"

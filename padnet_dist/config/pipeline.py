@@ -16,7 +16,7 @@ class PipelineConfig:
     nodes: int = 1  # per training job (slurm: --nodes; ray: workers = nodes * ranks_per_node)
     ranks_per_node: int = 2  # local: the number of processes (--nproc)
     gpus_per_rank: int = 0
-    cpus_per_rank: int = 1
+    cpus_per_rank: int = 1  # also each rank's OMP_NUM_THREADS (local backend; slurm: --cpus-per-task)
     eval_ranks: int = 1  # ranks of an evaluation job
     eval_every: int = 0  # also evaluate every N-th committed checkpoint while training (0: the phase's final only)
     best_metric: str = "semantic.miou"  # section.key of the eval metrics; higher is better unless in lower_is_better

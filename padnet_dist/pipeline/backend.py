@@ -2,7 +2,9 @@
 
 The coordinator knows jobs only as ``JobSpec`` in and a backend id and ``JobStatus`` out; a backend knows nothing of
 phases, checkpoints or the pipeline's state. Backend ids are strings the coordinator stores in ``pipeline.json``
-so that a later coordinator re-attaches to a job still running rather than submitting it twice.
+so that a later coordinator re-attaches to a job still running rather than submitting it twice. The coordinator
+records a job's ``token`` before it submits; a backend keeps the token with the job, so that ``find(token)`` gives
+the id of a job whose submission a crashed coordinator never got to record.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class JobSpec:
     gpus_per_rank: int = 0
     cpus_per_rank: int = 1
     env: Mapping[str, str] = field(default_factory=dict)
+    token: str = ""  # unique per submission; the backend keeps it with the job for ``find`` ("" = none)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,9 @@ class Backend(Protocol):
 
     def submit(self, spec: JobSpec) -> str:
         """Start the job; return its backend id (local: the launcher's pid; slurm: the job id; ray: submission id)."""
+
+    def find(self, token: str) -> str | None:
+        """The id of the job submitted with ``JobSpec.token == token``, or None when no such job was submitted."""
 
     def status(self, job_id: str) -> JobStatus:
         """The job's state now; ``UNKNOWN`` when the backend has no record of it."""

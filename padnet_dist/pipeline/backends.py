@@ -34,7 +34,7 @@ def backend_for(name: str, cfg: Config) -> Backend:
     if name == "local":
         from padnet_dist.pipeline.local import LocalBackend
 
-        return LocalBackend(local_jobs_dir(cfg.run.dir))
+        return LocalBackend(local_jobs_dir(cfg.run.dir), storage=cfg.storage)
     try:
         module = importlib.import_module(MODULES[name])
     except ModuleNotFoundError as e:

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -84,6 +85,10 @@ class Coordinator:
     poll_every_s: float
     clock: Callable[[], float] = time.time
     storage_cfg: Any = None  # reaches the lease of a phase1_from run on S3
+    label: str = ""  # prefixes this run's log lines where one process drives several runs (a sweep)
+
+    def _log(self, message: str) -> None:
+        log(f"[{self.label}] {message}" if self.label else message)
 
     @property
     def jobs(self) -> dict[str, S.Record]:
@@ -101,11 +106,11 @@ class Coordinator:
                     heartbeat.check()
                 failed = self.step()
                 if failed is not None:
-                    log(f"stopping: {self.failure_message(failed)}. Fix the cause and re-run the same command to "
-                        "continue")  # fmt: skip
+                    self._log(f"stopping: {self.failure_message(failed)}. Fix the cause and re-run the same "
+                              "command to continue")  # fmt: skip
                     return 1
                 if self.complete:
-                    log(f"complete: {self.plan.run_dir}")
+                    self._log(f"complete: {self.plan.run_dir}")
                     return 0
                 time.sleep(self.poll_every_s)
         except KeyboardInterrupt:
@@ -113,10 +118,13 @@ class Coordinator:
 
     def attach(self) -> None:
         """Take over the jobs a previous coordinator recorded (once, before the first ``step``)."""
-        for name, rec in self.jobs.items():
+        for name, rec in list(self.jobs.items()):
+            if rec["state"] == S.SUBMITTING:
+                self._recover_submission(name)
+                continue
             self.jobs[name] = S.restarted(rec)
             if rec["state"] in S.ACTIVE_STATES:
-                log(f"re-attaching to {name} ({self.backend.name} id {rec['backend_id']})")
+                self._log(f"re-attaching to {name} ({self.backend.name} id {rec['backend_id']})")
 
     @property
     def complete(self) -> bool:
@@ -139,7 +147,7 @@ class Coordinator:
                 status = self.backend.status(rec["backend_id"])
                 if status.state.value != rec["state"]:
                     self.jobs[name] = S.observed(rec, status, self.clock())
-                    log(f"{name}: {rec['state']} -> {status.state.value}"
+                    self._log(f"{name}: {rec['state']} -> {status.state.value}"
                         + (f" (exit code {status.exit_code})" if status.state.done else ""))  # fmt: skip
                     self.save()
             rec = self.jobs[name]
@@ -185,27 +193,50 @@ class Coordinator:
                 what = (
                     f"phase 2 starts from {checkpoint}" if checkpoint else "for its phase 1 and its evaluations to end"
                 )
-                log(f"phase 1 from {upstream.run_dir}: {state} ({what})")
+                self._log(f"phase 1 from {upstream.run_dir}: {state} ({what})")
             self.state["phase1_from"] = note
             self.save()
         return state
 
     def submit(self, new: NewJob, previous: S.Record | None = None) -> None:
+        """Record the job as ``submitting`` with a fresh token, hand it to the backend, record its id: a crash between
+        the two writes leaves a token that ``attach`` looks up, so the job is never submitted twice."""
         attempt = (previous or {}).get("attempts", 0) + 1
+        token = f"{new.spec.name}-{attempt}-{uuid.uuid4().hex[:8]}"
         spec = dataclasses.replace(
-            new.spec, log_url=join_url(self.plan.run_dir, "logs", f"{new.spec.name}.{attempt}.log")
+            new.spec, log_url=join_url(self.plan.run_dir, "logs", f"{new.spec.name}.{attempt}.log"), token=token
         )
-        backend_id = self.backend.submit(spec)
-        self.jobs[spec.name] = S.submitted(previous, spec, backend_id, self.clock(), dict(new.facts))
+        self.jobs[spec.name] = S.submitting(previous, spec, self.clock(), dict(new.facts))
         self.save()
-        log(f"{spec.name}: submitted ({self.backend.name} id {backend_id}), log {spec.log_url}")
+        self._handed_over(spec, previous, dict(new.facts), self.backend.submit(spec))
+
+    def _handed_over(self, spec: JobSpec, previous: S.Record | None, facts: dict, backend_id: str) -> None:
+        self.jobs[spec.name] = S.submitted(previous, spec, backend_id, self.clock(), facts)
+        self.save()
+        self._log(f"{spec.name}: submitted ({self.backend.name} id {backend_id}), log {spec.log_url}")
+
+    def _recover_submission(self, name: str) -> None:
+        """A ``submitting`` record left by a coordinator that stopped inside ``submit``: the job the backend got under
+        its token, or the same job submitted now when the backend never got it."""
+        rec = self.jobs[name]
+        spec = dataclasses.replace(_spec_of(rec, name), log_url=rec["log"], token=rec["token"])
+        previous = {k: v for k, v in rec.items() if k not in ("state", "token")}
+        previous["attempts"] = rec["attempts"] - 1
+        facts = {k: rec[k] for k in ("phase", "phase_dir", "step", "checkpoint") if k in rec}
+        found = self.backend.find(rec["token"])
+        if found is not None:
+            self._log(f"{name}: found the job submitted before the last coordinator stopped ({self.backend.name} "
+                      f"id {found})")  # fmt: skip
+            self._handed_over(spec, previous, facts, found)
+        else:
+            self._handed_over(spec, previous, facts, self.backend.submit(spec))
 
     def _ended(self, name: str) -> str:
         rec = self.jobs[name]
         if rec.get("kind") == "eval" and not is_committed(rec["checkpoint"], self.storage):
             self.jobs[name] = dict(rec, state=S.SKIPPED)
             self.save()
-            log(f"{name}: skipped, {rec['checkpoint']} was pruned before its evaluation ran")
+            self._log(f"{name}: skipped, {rec['checkpoint']} was pruned before its evaluation ran")
             return "done"
         action = S.after_end(rec, self.max_retries)
         if action in ("resubmit", "retry"):
@@ -214,7 +245,7 @@ class Coordinator:
                 if action == "resubmit"
                 else f"retry {rec['failures']} of {self.max_retries}"
             )
-            log(f"{name}: {rec['state']}, resubmitting ({why})")
+            self._log(f"{name}: {rec['state']}, resubmitting ({why})")
             facts = {k: rec[k] for k in ("phase", "phase_dir", "step", "checkpoint") if k in rec}
             spec = _spec_of(rec, name)
             self.submit(NewJob(spec, facts), previous=rec)
@@ -225,7 +256,7 @@ class Coordinator:
         if rec["kind"] == "train":
             url = newest_committed(rec["phase_dir"], self.storage)
             if url is None:  # nothing to evaluate or start phase 2 from: stop rather than wait for ever
-                log(f"{name} ended with exit code 0 but {rec['phase_dir']} holds no committed checkpoint")
+                self._log(f"{name} ended with exit code 0 but {rec['phase_dir']} holds no committed checkpoint")
                 self.jobs[name] = dict(rec, state=JobState.FAILED.value, failures=self.max_retries + 1)
                 self.save()
                 return
@@ -239,7 +270,9 @@ class Coordinator:
         if rec["kind"] == "eval":
             self.state["best"] = best_checkpoint(self.jobs, self.plan.best_metric)
             if self.state["best"] and self.state["best"]["checkpoint"] == rec["checkpoint"]:
-                log(f"best so far: {self.plan.best_metric} {self.state['best']['value']:.4f} at {rec['checkpoint']}")
+                self._log(
+                    f"best so far: {self.plan.best_metric} {self.state['best']['value']:.4f} at {rec['checkpoint']}"
+                )
         self.save()
 
     def interrupted(self) -> int:
@@ -247,10 +280,10 @@ class Coordinator:
         if self.backend.name != "local":
             self.save()
             ids = ", ".join(f"{n} ({self.jobs[n]['backend_id']})" for n in active) or "none"
-            log(f"interrupted: jobs keep running on {self.backend.name}: {ids}. Re-attach by running the same "
+            self._log(f"interrupted: jobs keep running on {self.backend.name}: {ids}. Re-attach by running the same "
                 f"command again; padnet-dist status {self.plan.run_dir} shows them")  # fmt: skip
             return EXIT_STOPPED
-        log(f"interrupted: stopping {', '.join(active) or 'no jobs'} (training commits a checkpoint first; "
+        self._log(f"interrupted: stopping {', '.join(active) or 'no jobs'} (training commits a checkpoint first; "
             "Ctrl-C again kills them)")  # fmt: skip
         for name in active:
             self.backend.stop(self.jobs[name]["backend_id"])
@@ -268,7 +301,7 @@ class Coordinator:
                     self.jobs[name] = S.observed(self.jobs[name], status, self.clock())
                     active.remove(name)
         self.save()
-        log(f"stopped{' (killed)' if kill else ''}; re-run the same command to continue")
+        self._log(f"stopped{' (killed)' if kill else ''}; re-run the same command to continue")
         return EXIT_STOPPED
 
 

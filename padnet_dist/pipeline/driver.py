@@ -60,8 +60,9 @@ class OpenRun:
         self.lease.release()
 
 
-def open_run(config_files: Sequence[str], overrides: Sequence[str], backend_name: str = "") -> OpenRun:
-    """Take the run's lease and load (or start) its ``pipeline.json``; the caller ``close()``s it."""
+def open_run(config_files: Sequence[str], overrides: Sequence[str], backend_name: str = "", label: str = "") -> OpenRun:
+    """Take the run's lease and load (or start) its ``pipeline.json``; the caller ``close()``s it. ``label``
+    prefixes the run's log lines (a sweep names each of its runs)."""
     cfg = load_config(config_files, overrides)
     name = backend_name or cfg.pipeline.backend
     argv = config_argv(config_files, overrides)
@@ -79,7 +80,7 @@ def open_run(config_files: Sequence[str], overrides: Sequence[str], backend_name
             log(f"continuing {cfg.run.dir}: {_summary(state)}")
         state["config"] = argv
         coordinator = Coordinator(plan_for(cfg, argv), backend, state, storage, cfg.pipeline.max_retries,
-                                  cfg.pipeline.poll_every_s, storage_cfg=cfg.storage)  # fmt: skip
+                                  cfg.pipeline.poll_every_s, storage_cfg=cfg.storage, label=label)  # fmt: skip
         coordinator.save()
     except BaseException:
         heartbeat.stop()
@@ -129,7 +130,7 @@ def _check_same_run(state: dict, argv: Sequence[str], backend_name: str) -> None
             f"{state['run_dir']} was started with `padnet-dist pipeline {' '.join(state['config'])}`: continue it "
             "with the same --config files and overrides, or choose a new run.dir"
         )
-    active = [n for n, r in state["jobs"].items() if r["state"] in S.ACTIVE_STATES]
+    active = [n for n, r in state["jobs"].items() if r["state"] in (*S.ACTIVE_STATES, S.SUBMITTING)]
     if active and state["backend"] != backend_name:
         raise UserError(
             f"{state['run_dir']} has jobs on the {state['backend']} backend ({', '.join(active)}): continue with "

@@ -5,11 +5,13 @@ Ctrl-C reaches only the coordinator) with its output in the job's log. That runn
 ``padnet-dist ARGV`` (``--nproc N`` for training and evaluation: N local ranks), passes a SIGTERM on to it (training
 ranks commit and exit 75) and writes the exit code to ``JOB_DIR/exit.json`` before it ends. The backend id is the job
 directory's name below ``jobs_dir``, so a coordinator started later, in another process, reads the exit code or finds
-the runner still alive and re-attaches to it.
+the runner still alive and re-attaches to it. A log bound for a bucket is uploaded by the runner, through the run's
+``storage`` settings (its endpoint), which the job's record keeps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,8 +19,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
+from padnet_dist.config.run import StorageConfig
 from padnet_dist.pipeline.backend import EXIT_INTERRUPTED, JobSpec, JobState, JobStatus
 from padnet_dist.storage.local import atomic_write_local
 from padnet_dist.storage.url import is_s3, local_path
@@ -50,37 +54,51 @@ def process_start_ticks(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def job_env(spec: JobSpec, environ: Mapping[str, str]) -> dict[str, str]:
+    """A job's environment: this one, ``OMP_NUM_THREADS`` = ``cpus_per_rank`` (the ranks of jobs running side by side,
+    a sweep's, must not each spin every core's OpenMP threads), then the spec's own variables."""
+    return {**environ, "OMP_NUM_THREADS": str(spec.cpus_per_rank), **spec.env}
+
+
 class LocalBackend:
     """Jobs as process groups on this machine; their records in ``jobs_dir`` (one directory per job)."""
 
     name = "local"
 
-    def __init__(self, jobs_dir: str, cwd: str | None = None) -> None:
+    def __init__(self, jobs_dir: str, cwd: str | None = None, storage: StorageConfig | None = None) -> None:
         self.jobs_dir = Path(jobs_dir)
         self.cwd = cwd or os.getcwd()
+        self.storage = storage or StorageConfig()  # where a log bound for a bucket is uploaded (its endpoint)
 
     def submit(self, spec: JobSpec) -> str:
-        job_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        """The job's id is its ``token`` (or a new unique name), so ``find`` knows it from the token alone."""
+        job_id = spec.token or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         job_dir = self.jobs_dir / job_id
-        job_dir.mkdir(parents=True)
+        job_dir.mkdir(parents=True, exist_ok=True)  # left empty by a submit that stopped before spec.json
+        if (job_dir / SPEC_FILE).exists():
+            raise ValueError(f"local job {job_id} was submitted already: a token is submitted once (find it)")
         log = local_path(spec.log_url) if spec.log_url and not is_s3(spec.log_url) else str(job_dir / LOCAL_LOG)
         Path(log).parent.mkdir(parents=True, exist_ok=True)
         argv = list(spec.argv)
         if spec.kind in ("train", "eval"):
             argv += ["--nproc", str(spec.nodes * spec.ranks_per_node)]
         record = {"name": spec.name, "kind": spec.kind, "argv": argv, "log": log, "log_url": spec.log_url,
-                  "submitted_at": time.time()}  # fmt: skip
+                  "storage": dataclasses.asdict(self.storage), "submitted_at": time.time()}  # fmt: skip
         write_json(job_dir / SPEC_FILE, record)
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "padnet_dist.pipeline.local_job", str(job_dir)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd,
-                env={**os.environ, **spec.env}, start_new_session=True,
+                env=job_env(spec, os.environ), start_new_session=True,
             )  # fmt: skip
         # The runner also writes this; writing it here too means a job is attachable the moment submit returns.
         write_json(job_dir / STARTED_FILE, {"pid": proc.pid, "start_ticks": process_start_ticks(proc.pid),
                                             "started_at": time.time()})  # fmt: skip
         return job_id
+
+    def find(self, token: str) -> str | None:
+        # submit writes spec.json before it starts the runner; without it the runner never started
+        return token if token and (self.jobs_dir / token / SPEC_FILE).is_file() else None
 
     def status(self, job_id: str) -> JobStatus:
         job_dir = self.jobs_dir / job_id

@@ -45,17 +45,18 @@ def main(job_dir: Path) -> int:
     code = code if code >= 0 else 128 - code
     print(f"== exit code {code}", flush=True)
     if spec.get("log_url", "").startswith("s3://"):
-        _upload_log(spec["log"], spec["log_url"])
+        _upload_log(spec["log"], spec["log_url"], spec.get("storage") or {})
     write_json(job_dir / EXIT_FILE, {"exit_code": code, "started_at": started_at, "ended_at": time.time()})
     return code
 
 
-def _upload_log(path: str, url: str) -> None:
+def _upload_log(path: str, url: str, storage: dict) -> None:
+    from padnet_dist.config.run import StorageConfig
     from padnet_dist.storage import storage_for
 
     try:
         sys.stdout.flush()
-        storage_for(url).put_file(path, url)
+        storage_for(url, StorageConfig(**storage)).put_file(path, url)
     except Exception as e:  # the exit code matters more than the log copy
         print(f"could not upload the log to {url}: {e}", file=sys.stderr)
 

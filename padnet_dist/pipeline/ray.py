@@ -126,7 +126,7 @@ class RayBackend:
         return self._client
 
     def submit(self, spec: JobSpec) -> str:
-        submission_id = f"padnet-{spec.name}-{uuid.uuid4().hex[:8]}"
+        submission_id = f"padnet-{spec.token}" if spec.token else f"padnet-{spec.name}-{uuid.uuid4().hex[:8]}"
         env_vars = {"PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0", "PADNET_RAY_ADDRESS": self.address,
                     **self.env, **spec.env}  # fmt: skip
         cpus = spec.nodes * spec.ranks_per_node * spec.cpus_per_rank if spec.kind == "eval" else 0
@@ -139,13 +139,24 @@ class RayBackend:
         )
         return submission_id
 
-    def status(self, job_id: str) -> JobStatus:
+    def find(self, token: str) -> str | None:
+        """The submission id is ``padnet-{token}``: the job exists if the head knows that id."""
+        job_id = f"padnet-{token}"
+        return job_id if token and self._info(job_id) is not None else None
+
+    def _info(self, job_id: str) -> Any:
+        """The head's ``JobDetails`` of ``job_id``, or None when it does not know the id."""
         try:
-            info = self.client.get_job_info(job_id)
+            return self.client.get_job_info(job_id)
         except RuntimeError as e:  # the SDK's answer to an id the head does not know (404)
             if "does not exist" in str(e) or "404" in str(e):
-                return JobStatus(JobState.UNKNOWN, log=self._log_hint(job_id))
+                return None
             raise
+
+    def status(self, job_id: str) -> JobStatus:
+        info = self._info(job_id)
+        if info is None:
+            return JobStatus(JobState.UNKNOWN, log=self._log_hint(job_id))
         state = job_status_of(info)
         log = self._log_hint(job_id)
         if state.done:

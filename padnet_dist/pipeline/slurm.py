@@ -33,6 +33,7 @@ SLURM_DIR = Path(__file__).resolve().parents[2] / "slurm"
 SCRIPTS = {"train": "train.sh", "eval": "eval.sh", "task": "task.sh"}
 RECORD_DIR_NAME = "slurm-jobs"  # below run.dir (local) or the submit directory (run.dir on S3)
 CLIENT_TIMEOUT_S = 60
+TOKEN_PREFIX = "padnet-token:"  # the job's --comment: the coordinator's token for it (see Backend.find)
 
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESV_DEL_HOLD",
                   "SPECIAL_EXIT"}  # fmt: skip
@@ -159,9 +160,10 @@ class SlurmBackend:
             args = args[1:]
         sizes = [f"--nodes={spec.nodes}", f"--ntasks-per-node={spec.ranks_per_node}",
                  f"--gpus-per-node={spec.gpus_per_rank * spec.ranks_per_node}", f"--cpus-per-task={spec.cpus_per_rank}"]  # fmt: skip
+        token = [f"--comment={TOKEN_PREFIX}{spec.token}"] if spec.token else []
         return [
             "sbatch", "--parsable", f"--job-name=padnet-{spec.name}", f"--output={self._log_path(spec)}",
-            "--open-mode=append", *sizes, *self.slurm_args, str(self.scripts_dir / script), *args,
+            "--open-mode=append", *token, *sizes, *self.slurm_args, str(self.scripts_dir / script), *args,
         ]  # fmt: skip
 
     def _log_path(self, spec: JobSpec) -> str:
@@ -180,9 +182,25 @@ class SlurmBackend:
         bin_dir = os.path.dirname(sys.executable)
         if bin_dir not in env.get("PATH", "").split(os.pathsep):
             env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
-        env.update(PYTHONUNBUFFERED="1", PADNET_JOB_RECORD_DIR=str(self.record_dir.resolve()))
+        env.update(PYTHONUNBUFFERED="1", PADNET_JOB_RECORD_DIR=str(self.record_dir.resolve()),
+                   PADNET_SUBMIT_TOKEN=spec.token)  # fmt: skip
         env.update(spec.env)
         return env
+
+    def find(self, token: str) -> str | None:
+        """The job whose comment carries ``token`` while slurmctld remembers it, else the one whose exit record (the
+        scripts write ``PADNET_SUBMIT_TOKEN`` into it) does."""
+        if not token:
+            return None
+        proc = self._run(["squeue", "--noheader", "--states=all", "--format=%i|%k"])
+        for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+            job_id, _, comment = line.strip().partition("|")
+            if comment == f"{TOKEN_PREFIX}{token}":
+                return job_id.split("_")[0]
+        for record in self.record_dir.glob("*.exit.json"):
+            if (self._read_json(record.name) or {}).get("token") == token:
+                return record.name.removesuffix(".exit.json")
+        return None
 
     # -- state --------------------------------------------------------------------------------------------------
     def status(self, job_id: str) -> JobStatus:

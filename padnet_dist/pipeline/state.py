@@ -7,8 +7,10 @@ Schema (version 1, docs/contracts.md)::
                      "exit_code", "log", "argv", + "phase"/"checkpoint"/"step"/"metrics" where they apply}},
      "best": {"metric", "value", "phase", "step", "checkpoint"} | null}
 
-A record's ``state`` is a ``JobState`` value or ``skipped`` (an evaluation whose checkpoint was pruned before it
-ran). The file is rewritten whole and atomically after every transition, so a reader sees the old or the new state.
+A record's ``state`` is a ``JobState`` value, ``skipped`` (an evaluation whose checkpoint was pruned before it
+ran) or ``submitting`` (written with the job's ``token`` just before the backend is asked to run it: a coordinator
+that finds one asks the backend for the token instead of submitting the job a second time). The file is rewritten
+whole and atomically after every transition, so a reader sees the old or the new state.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from padnet_dist.storage import join_url
 STATE_FILE = "pipeline.json"
 STATE_VERSION = 1
 SKIPPED = "skipped"
+SUBMITTING = "submitting"
 FINISHED_STATES = (JobState.SUCCEEDED.value, SKIPPED)  # a job in one of these is never run again
 ACTIVE_STATES = (JobState.PENDING.value, JobState.RUNNING.value)
 
@@ -60,6 +63,7 @@ def save_state(state: dict[str, Any], storage) -> None:
 def submitted(previous: Record | None, spec: JobSpec, backend_id: str, now: float, extra: Record) -> Record:
     """The record of ``spec`` just handed to the backend as ``backend_id`` (a new attempt of ``previous``)."""
     rec = dict(previous or {"attempts": 0, "failures": 0})
+    rec.pop("token", None)
     rec.update(extra)
     rec.update(
         kind=spec.kind, argv=list(spec.argv), state=JobState.PENDING.value, backend_id=backend_id,
@@ -67,6 +71,13 @@ def submitted(previous: Record | None, spec: JobSpec, backend_id: str, now: floa
         log=spec.log_url, nodes=spec.nodes, ranks_per_node=spec.ranks_per_node, gpus_per_rank=spec.gpus_per_rank,
         cpus_per_rank=spec.cpus_per_rank,
     )  # fmt: skip
+    return rec
+
+
+def submitting(previous: Record | None, spec: JobSpec, now: float, extra: Record) -> Record:
+    """The record of ``spec`` about to be handed to the backend with ``spec.token``: ``submitted`` without an id."""
+    rec = submitted(previous, spec, "", now, extra)
+    rec.update(state=SUBMITTING, token=spec.token)
     return rec
 
 

@@ -28,6 +28,7 @@ class ScriptedBackend:
         self.final_step, self.every = final_step, every
         self.submitted: list[JobSpec] = []
         self.states: dict[str, JobState] = {}
+        self.tokens: dict[str, str] = {}
 
     def submit(self, spec: JobSpec) -> str:
         self.submitted.append(spec)
@@ -47,7 +48,11 @@ class ScriptedBackend:
             Path(spec.argv[2], "metrics.json").write_text(json.dumps({"semantic": {"miou": step / 100}}))
         job_id = f"{spec.name}#{attempt}"
         self.states[job_id] = state
+        self.tokens[spec.token] = job_id
         return job_id
+
+    def find(self, token: str) -> str | None:
+        return self.tokens.get(token)
 
     def status(self, job_id: str) -> JobStatus:
         state = self.states.get(job_id, JobState.UNKNOWN)
@@ -252,3 +257,54 @@ def test_a_shared_phase1_waits_for_its_owner_fails_with_it_and_continues_once_it
     assert backend.submitted[1].argv[-1] == f"phases.phase2.init_from={final}"
     assert dependant.state["phase1_from"] == {"run_dir": owner_dir, "state": "ready", "checkpoint": final,
                                               "reason": None}  # fmt: skip
+
+
+class Crash(Exception):
+    """The coordinator's process dying inside ``submit`` (SIGKILL, a lost node), at one chosen point."""
+
+
+class CrashingBackend(ScriptedBackend):
+    """Dies on the first submission of ``name``: after the backend accepted it (``accepted``) or before."""
+
+    def __init__(self, name: str, accepted: bool) -> None:
+        super().__init__()
+        self.crash_on, self.accepted = name, accepted
+
+    def submit(self, spec: JobSpec) -> str:
+        if spec.name == self.crash_on:
+            self.crash_on = ""
+            if self.accepted:
+                super().submit(spec)
+            raise Crash
+        return super().submit(spec)
+
+
+def test_a_coordinator_dying_inside_submit_leaves_a_token_the_next_one_finds_instead_of_submitting_twice(tmp_path):
+    backend = CrashingBackend("phase1", accepted=True)
+    first = _coordinator(tmp_path, backend)
+    try:
+        first.run()
+    except Crash:
+        pass
+    state = load_state(str(tmp_path / "run"), storage_for(str(tmp_path)))
+    assert state["jobs"]["phase1"]["state"] == "submitting" and state["jobs"]["phase1"]["token"]
+    second = _coordinator(tmp_path, backend, state=state)
+    assert second.run() == 0
+    assert _names(backend).count("phase1") == 1  # the job the backend got is followed, not submitted again
+    rec = second.jobs["phase1"]
+    assert rec["backend_id"] == "phase1#1" and rec["attempts"] == 1 and rec["state"] == "succeeded"
+    assert "token" not in rec
+
+
+def test_a_submission_the_backend_never_got_is_made_by_the_next_coordinator(tmp_path):
+    backend = CrashingBackend("phase1", accepted=False)
+    try:
+        _coordinator(tmp_path, backend).run()
+    except Crash:
+        pass
+    state = load_state(str(tmp_path / "run"), storage_for(str(tmp_path)))
+    token = state["jobs"]["phase1"]["token"]
+    second = _coordinator(tmp_path, backend, state=state)
+    assert second.run() == 0
+    assert _names(backend).count("phase1") == 1 and second.jobs["phase1"]["attempts"] == 1
+    assert backend.submitted[_names(backend).index("phase1")].token == token  # submitted under the recorded token

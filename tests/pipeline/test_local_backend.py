@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from padnet_dist.pipeline.backend import JobSpec, JobState
-from padnet_dist.pipeline.local import LocalBackend
+from padnet_dist.pipeline.local import LocalBackend, job_env
 from padnet_dist.storage import storage_for
 from padnet_dist.train import checkpoint as ckpt
 from tests.helpers import REPO_ROOT
@@ -95,3 +95,38 @@ def test_detach_returns_at_once_and_the_background_coordinator_records_the_run(t
     assert "stopping: job data failed" in Path(status.log).read_text()
     assert not (run_dir / "pipeline.lease").exists()  # released when the coordinator ended
     assert time.monotonic() - started < 300
+
+
+def test_a_log_bound_for_a_bucket_is_uploaded_through_the_runs_endpoint(s3, tmp_path):
+    # No AWS_ENDPOINT_URL in the environment (the fixture removes it): only the run's storage.endpoint_url names
+    # the S3-compatible store, and the job's runner, a process of its own, must use it.
+    assert "AWS_ENDPOINT_URL" not in os.environ
+    log_url = s3.url("run/logs/data.1.log")
+    spec = JobSpec(name="data", kind="task", argv=("check-data", "--config", TINY, "data.train_manifest=/nowhere.json"),
+                   log_url=log_url)  # fmt: skip
+    backend = LocalBackend(str(tmp_path / "jobs"), cwd=str(REPO_ROOT), storage=s3.storage_cfg)
+    status = _wait_done(backend, backend.submit(spec), timeout_s=300)
+    assert status.state == JobState.FAILED and status.log == log_url
+    uploaded = storage_for(log_url, s3.storage_cfg).read_bytes(log_url).decode()
+    assert "data.train_manifest=/nowhere.json does not exist" in uploaded and "== exit code 2" in uploaded
+
+
+def test_a_submission_whose_id_was_never_recorded_is_found_by_its_token(tmp_path):
+    spec = JobSpec(name="data", kind="task", argv=("check-data", "--config", TINY, "data.train_manifest=/nowhere.json"),
+                   log_url=str(tmp_path / "data.log"), token="data-1-0123abcd")  # fmt: skip
+    backend = LocalBackend(str(tmp_path / "jobs"), cwd=str(REPO_ROOT))
+    job = backend.submit(spec)
+    assert job == "data-1-0123abcd" and LocalBackend(str(tmp_path / "jobs")).find("data-1-0123abcd") == job
+    assert backend.find("data-1-ffffffff") is None and backend.find("") is None
+    with pytest.raises(ValueError, match="submitted already"):
+        backend.submit(spec)  # a token names one submission
+    assert _wait_done(backend, job, timeout_s=300).state == JobState.FAILED
+
+
+def test_a_jobs_ranks_get_cpus_per_rank_threads_whatever_the_coordinators_environment():
+    # two 1-rank jobs side by side on 2 cores (a sweep with --parallel 2): each rank left at cores // nproc = 2
+    # OpenMP threads oversubscribes the machine
+    spec = JobSpec(name="phase1", kind="train", argv=("train",), log_url="", cpus_per_rank=1)
+    assert job_env(spec, {"OMP_NUM_THREADS": "8", "PATH": "/bin"}) == {"OMP_NUM_THREADS": "1", "PATH": "/bin"}
+    wide = JobSpec(name="phase1", kind="train", argv=("train",), log_url="", cpus_per_rank=3, env={"X": "1"})
+    assert job_env(wide, {}) == {"OMP_NUM_THREADS": "3", "X": "1"}

@@ -113,3 +113,14 @@ def test_no_cluster_at_the_address_is_one_line_naming_the_fix(tmp_path):
     backend = RayBackend(address="http://127.0.0.1:9", working_dir=str(tmp_path))
     with pytest.raises(UserError, match=r"no Ray Jobs API at http://127.0.0.1:9 .*set pipeline.ray_address"):
         backend.status("padnet-x-00000000")
+
+
+@pytest.mark.integration
+def test_a_submission_whose_id_was_never_recorded_is_found_by_its_token(backend):
+    spec = JobSpec(name="report", kind="task", argv=("report", "/runs/r1"), log_url="", token="report-1-0123abcd",
+                   env={"PADNET_STANDIN": "ok"})  # fmt: skip
+    job = backend.submit(spec)
+    assert backend.find("report-1-0123abcd") == job  # the submission id is made from the token
+    assert backend.find("report-1-ffffffff") is None and backend.find("") is None
+    assert _wait_done(backend, job).state == JobState.SUCCEEDED
+    assert backend.find("report-1-0123abcd") == job  # and stays known after the job ended

@@ -189,3 +189,19 @@ def test_missing_sbatch_is_one_line_naming_the_fix(tmp_path):
     backend = SlurmBackend(record_dir=str(tmp_path), environ={"PATH": str(tmp_path)})
     with pytest.raises(UserError, match="sbatch not found: --backend slurm runs Slurm's client commands"):
         backend.submit(JobSpec(name="data", kind="task", argv=("check-data",), log_url=""))
+
+
+@pytest.mark.integration
+def test_a_submission_whose_id_was_never_recorded_is_found_by_its_token(backend, tmp_path):
+    """What a coordinator killed right after ``sbatch`` leaves: a job on Slurm and no record of its id."""
+    job = backend.submit(_spec("phase1", "task", ("check-data",), "ok", token="phase1-1-0123abcd"))
+    (tmp_path / "records" / f"{job}.json").unlink()  # the backend's own record of the id, lost with it
+    assert backend.find("phase1-1-0123abcd") == job  # from its comment, while slurmctld knows the job
+    assert backend.find("phase1-1-ffffffff") is None and backend.find("") is None
+    _wait(backend, job, lambda s: s.state.done, "end")
+    # once slurmctld has forgotten it (MinJobAge), the exit record the script wrote carries the token
+    record = json.loads((tmp_path / "records" / f"{job}.exit.json").read_text())
+    assert record["token"] == "phase1-1-0123abcd"
+    forgotten = tmp_path / "records" / "987654.exit.json"  # a job slurmctld no longer lists
+    forgotten.write_text(json.dumps({**record, "token": "report-2-89abcdef"}))
+    assert backend.find("report-2-89abcdef") == "987654"
