@@ -68,6 +68,10 @@ class Coordinator:
     max_retries: int
     poll_every_s: float
     clock: Callable[[], float] = time.time
+    label: str = ""  # prefixes this coordinator's lines where one process drives several runs (a sweep)
+
+    def _log(self, message: str) -> None:
+        log(f"{self.label}: {message}" if self.label else message)
 
     @property
     def jobs(self) -> dict[str, S.Record]:
@@ -86,12 +90,12 @@ class Coordinator:
                 failed = self.step()
                 if failed is not None:
                     rec = self.jobs[failed]
-                    log(f"stopping: job {failed} {rec['state']} (exit code {rec.get('exit_code')}) after "
+                    self._log(f"stopping: job {failed} {rec['state']} (exit code {rec.get('exit_code')}) after "
                         f"{rec['attempts']} attempt(s); its log: {rec.get('log')}. Fix the cause and re-run the same "
                         "command to continue")  # fmt: skip
                     return 1
                 if self.complete:
-                    log(f"complete: {self.plan.run_dir}")
+                    self._log(f"complete: {self.plan.run_dir}")
                     return 0
                 time.sleep(self.poll_every_s)
         except KeyboardInterrupt:
@@ -102,7 +106,7 @@ class Coordinator:
         for name, rec in self.jobs.items():
             self.jobs[name] = S.restarted(rec)
             if rec["state"] in S.ACTIVE_STATES:
-                log(f"re-attaching to {name} ({self.backend.name} id {rec['backend_id']})")
+                self._log(f"re-attaching to {name} ({self.backend.name} id {rec['backend_id']})")
 
     @property
     def complete(self) -> bool:
@@ -116,7 +120,7 @@ class Coordinator:
                 status = self.backend.status(rec["backend_id"])
                 if status.state.value != rec["state"]:
                     self.jobs[name] = S.observed(rec, status, self.clock())
-                    log(f"{name}: {rec['state']} -> {status.state.value}"
+                    self._log(f"{name}: {rec['state']} -> {status.state.value}"
                         + (f" (exit code {status.exit_code})" if status.state.done else ""))  # fmt: skip
                     self.save()
             rec = self.jobs[name]
@@ -142,14 +146,14 @@ class Coordinator:
         backend_id = self.backend.submit(spec)
         self.jobs[spec.name] = S.submitted(previous, spec, backend_id, self.clock(), dict(new.facts))
         self.save()
-        log(f"{spec.name}: submitted ({self.backend.name} id {backend_id}), log {spec.log_url}")
+        self._log(f"{spec.name}: submitted ({self.backend.name} id {backend_id}), log {spec.log_url}")
 
     def _ended(self, name: str) -> str:
         rec = self.jobs[name]
         if rec.get("kind") == "eval" and not is_committed(rec["checkpoint"], self.storage):
             self.jobs[name] = dict(rec, state=S.SKIPPED)
             self.save()
-            log(f"{name}: skipped, {rec['checkpoint']} was pruned before its evaluation ran")
+            self._log(f"{name}: skipped, {rec['checkpoint']} was pruned before its evaluation ran")
             return "done"
         action = S.after_end(rec, self.max_retries)
         if action in ("resubmit", "retry"):
@@ -158,7 +162,7 @@ class Coordinator:
                 if action == "resubmit"
                 else f"retry {rec['failures']} of {self.max_retries}"
             )
-            log(f"{name}: {rec['state']}, resubmitting ({why})")
+            self._log(f"{name}: {rec['state']}, resubmitting ({why})")
             facts = {k: rec[k] for k in ("phase", "phase_dir", "step", "checkpoint") if k in rec}
             spec = _spec_of(rec, name)
             self.submit(NewJob(spec, facts), previous=rec)
@@ -169,7 +173,7 @@ class Coordinator:
         if rec["kind"] == "train":
             url = newest_committed(rec["phase_dir"], self.storage)
             if url is None:  # nothing to evaluate or start phase 2 from: stop rather than wait for ever
-                log(f"{name} ended with exit code 0 but {rec['phase_dir']} holds no committed checkpoint")
+                self._log(f"{name} ended with exit code 0 but {rec['phase_dir']} holds no committed checkpoint")
                 self.jobs[name] = dict(rec, state=JobState.FAILED.value, failures=self.max_retries + 1)
                 self.save()
                 return
@@ -183,7 +187,9 @@ class Coordinator:
         if rec["kind"] == "eval":
             self.state["best"] = best_checkpoint(self.jobs, self.plan.best_metric)
             if self.state["best"] and self.state["best"]["checkpoint"] == rec["checkpoint"]:
-                log(f"best so far: {self.plan.best_metric} {self.state['best']['value']:.4f} at {rec['checkpoint']}")
+                self._log(
+                    f"best so far: {self.plan.best_metric} {self.state['best']['value']:.4f} at {rec['checkpoint']}"
+                )
         self.save()
 
     def interrupted(self) -> int:
@@ -191,10 +197,10 @@ class Coordinator:
         if self.backend.name != "local":
             self.save()
             ids = ", ".join(f"{n} ({self.jobs[n]['backend_id']})" for n in active) or "none"
-            log(f"interrupted: jobs keep running on {self.backend.name}: {ids}. Re-attach by running the same "
+            self._log(f"interrupted: jobs keep running on {self.backend.name}: {ids}. Re-attach by running the same "
                 f"command again; padnet-dist status {self.plan.run_dir} shows them")  # fmt: skip
             return EXIT_STOPPED
-        log(f"interrupted: stopping {', '.join(active) or 'no jobs'} (training commits a checkpoint first; "
+        self._log(f"interrupted: stopping {', '.join(active) or 'no jobs'} (training commits a checkpoint first; "
             "Ctrl-C again kills them)")  # fmt: skip
         for name in active:
             self.backend.stop(self.jobs[name]["backend_id"])
@@ -212,7 +218,7 @@ class Coordinator:
                     self.jobs[name] = S.observed(self.jobs[name], status, self.clock())
                     active.remove(name)
         self.save()
-        log(f"stopped{' (killed)' if kill else ''}; re-run the same command to continue")
+        self._log(f"stopped{' (killed)' if kill else ''}; re-run the same command to continue")
         return EXIT_STOPPED
 
 
