@@ -27,8 +27,8 @@ from padnet_dist.sweep.runner import log
 
 def driven_elsewhere_error(run: SweepRun, lease: dict, sweep_dir: str) -> UserError:
     return UserError(
-        f"{run.name} of the sweep {sweep_dir} is driven by another coordinator ({describe(lease)}): a sweep or "
-        f"pipeline is running it; follow it with `padnet-dist status {run.run_dir}` and {sweep_dir}'s tables"
+        f"{run.name} of the sweep {sweep_dir} is driven by another sweep or pipeline, held by {describe(lease)}: "
+        f"follow it with `padnet-dist status {run.run_dir}` and the tables in {sweep_dir}"
     )
 
 

@@ -59,7 +59,7 @@ def test_detached_sweep_runs_both_rows_as_slurm_jobs_at_once(slurm_cluster, tmp_
                             timeout=120)  # fmt: skip
     assert second.returncode == 2 and "submitted" not in second.stdout, second.stdout + second.stderr
     assert len(second.stderr.strip().splitlines()) == 1, second.stderr
-    assert "is driven by another coordinator" in second.stderr and "padnet-dist status" in second.stderr
+    assert "is driven by another sweep or pipeline" in second.stderr and "padnet-dist status" in second.stderr
 
     while (state := _job_state(slurm_cluster, driver)) in ("PENDING", "RUNNING", "COMPLETING"):
         assert time.monotonic() < deadline, f"the sweep's driver did not end in {TIMEOUT_S:.0f} s"
