@@ -1,4 +1,5 @@
-"""``padnet-dist sweep --backend ray --detach`` on the session's real Ray cluster (a head and a worker node, 1 CPU each).
+"""``padnet-dist sweep --backend ray --detach`` on the session's real Ray cluster (a head and a worker node, 1 CPU
+each).
 
 ``--detach`` submits the sweep's driver as a Ray job and returns; from inside it (this checkout uploaded as its
 working directory) the driver submits every job of both rows through the Jobs API, the rows at once (training as
@@ -64,7 +65,5 @@ def test_detached_sweep_runs_both_rows_as_ray_jobs_at_once(ray_cluster, tmp_path
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "submitted" not in again.stdout, again.stdout
     assert attempts(str(sweep_dir)) == before
-    print(
-        f"\nray sweep: {ran_s:.0f} s to the end of the detached driver; re-run {time.monotonic() - started - ran_s:.0f} s",
-        file=sys.stderr,
-    )
+    rerun_s = time.monotonic() - started - ran_s
+    print(f"\nray sweep: {ran_s:.0f} s to the end of the detached driver; re-run {rerun_s:.0f} s", file=sys.stderr)
