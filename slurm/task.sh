@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One CPU process of `padnet-dist` on a Slurm allocation: the pipeline's data check and report jobs, and a detached
-# coordinator (`padnet-dist pipeline ... --backend slurm --detach` submits itself with this script):
+# coordinator or sweep driver (`padnet-dist pipeline|sweep ... --backend slurm --detach` submit themselves with it):
 #   sbatch slurm/task.sh pipeline --config configs/cityscapes.yaml --backend slurm run.dir=s3://B/runs/city1
 # No --time default: the partition's applies (a detached coordinator that reaches it is replaced by the next
 # `padnet-dist pipeline` command, through the run's lease).

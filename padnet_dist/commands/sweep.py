@@ -2,7 +2,7 @@
 
 Every row runs the coordinator's pipeline with the same data, seeds and schedule: ``--config`` gives the dataset
 setting, each row's preset is laid over it, ``--seeds N`` runs seeds ``data.seed .. data.seed+N-1``. Re-running the
-same command continues the sweep.
+same command continues the sweep; ``--detach`` submits the sweep's driver itself as a job on the backend.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--parallel", type=int, default=None, help="runs at once (default: 1 locally, all on slurm and ray)"
     )
     parser.add_argument("--backend", choices=("local", "slurm", "ray"), default="", help="default: pipeline.backend")
+    detach = parser.add_mutually_exclusive_group()
+    detach.add_argument(
+        "--detach", action="store_true", help="submit the sweep's driver as a job on the backend and return"
+    )
+    detach.add_argument("--no-detach", action="store_true", help="drive the sweep in this process (the default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     rows, overrides = split_rows(args.rows, args.overrides)
     return run_sweep(
         table=args.table, row_files=rows, config_files=args.config, overrides=overrides,
-        backend=args.backend, num_seeds=args.seeds, parallel=args.parallel,
+        backend=args.backend, num_seeds=args.seeds, parallel=args.parallel, detached=args.detach,
     )  # fmt: skip
 
 

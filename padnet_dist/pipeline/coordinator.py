@@ -88,7 +88,7 @@ class Coordinator:
     label: str = ""  # prefixes this run's log lines where one process drives several runs (a sweep)
 
     def _log(self, message: str) -> None:
-        log(f"[{self.label}] {message}" if self.label else message)
+        log(f"{self.label}: {message}" if self.label else message)
 
     @property
     def jobs(self) -> dict[str, S.Record]:
@@ -148,7 +148,7 @@ class Coordinator:
                 if status.state.value != rec["state"]:
                     self.jobs[name] = S.observed(rec, status, self.clock())
                     self._log(f"{name}: {rec['state']} -> {status.state.value}"
-                        + (f" (exit code {status.exit_code})" if status.state.done else ""))  # fmt: skip
+                              + (f" (exit code {status.exit_code})" if status.state.done else ""))  # fmt: skip
                     self.save()
             rec = self.jobs[name]
             if rec["state"] not in S.ACTIVE_STATES and rec["state"] not in S.FINISHED_STATES:
@@ -281,10 +281,10 @@ class Coordinator:
             self.save()
             ids = ", ".join(f"{n} ({self.jobs[n]['backend_id']})" for n in active) or "none"
             self._log(f"interrupted: jobs keep running on {self.backend.name}: {ids}. Re-attach by running the same "
-                f"command again; padnet-dist status {self.plan.run_dir} shows them")  # fmt: skip
+                      f"command again; padnet-dist status {self.plan.run_dir} shows them")  # fmt: skip
             return EXIT_STOPPED
         self._log(f"interrupted: stopping {', '.join(active) or 'no jobs'} (training commits a checkpoint first; "
-            "Ctrl-C again kills them)")  # fmt: skip
+                  "Ctrl-C again kills them)")  # fmt: skip
         for name in active:
             self.backend.stop(self.jobs[name]["backend_id"])
         kill = False

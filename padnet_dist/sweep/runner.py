@@ -27,10 +27,16 @@ def drive_runs(
     parallel: int,
     poll_every_s: float,
     opener: Callable[[SweepRun], OpenRun] | None = None,
+    on_end: Callable[[SweepRun, int], None] | None = None,
 ) -> dict[str, int]:
-    """Run every run to its end; ``{run.name: exit code}`` (0 complete, 1 a job failed out, 130 interrupted)."""
-    opener = opener or (lambda r: open_run(r.config_files, r.overrides, backend))
+    """Run every run to its end; ``{run.name: exit code}`` (0 complete, 1 a job failed out, 130 interrupted).
+
+    ``on_end(run, code)`` is called as each run that was driven here ends (the sweep rewrites its tables then). On
+    an error (a run's lease held by another coordinator, or lost) every run opened here is closed before it is raised.
+    """
+    opener = opener or (lambda r: open_run(r.config_files, r.overrides, backend, label=r.name))
     waiting, active, codes = list(runs), {}, {}
+    planned = {r.name: r for r in runs}
     try:
         while waiting or active:
             while waiting and (parallel <= 0 or len(active) < parallel):
@@ -53,6 +59,8 @@ def drive_runs(
                     opened.close()
                     codes[name] = code
                     del active[name]
+                    if on_end is not None:
+                        on_end(planned[name], code)
             if active:
                 time.sleep(poll_every_s)
     except KeyboardInterrupt:
@@ -60,4 +68,8 @@ def drive_runs(
             codes[name] = opened.coordinator.interrupted()
             opened.close()
         codes.update({r.name: EXIT_STOPPED for r in waiting})
+    except BaseException:
+        for opened in active.values():
+            opened.close()
+        raise
     return codes

@@ -1,8 +1,8 @@
 """``padnet-dist sweep``: the rows of a paper table as pipeline runs, then the table beside the paper's numbers.
 
 Writes ``{run.dir}/<table>.md`` and ``.csv`` (``table1``, ``table2``, ``table6``, ``figure5``) and ``sweep.html``
-(every table, each run's report linked), through the storage layer. Re-running continues the sweep; once every run
-is finished it only reads their results and rewrites the tables.
+(every table, each run's report linked), through the storage layer, as each run ends and at the end. Re-running
+continues the sweep; once every run is finished it only reads their results and rewrites the tables.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import html
 import signal
 from pathlib import Path
 
-from padnet_dist.config import load_config
+from padnet_dist.config import Config, load_config
 from padnet_dist.errors import UserError
-from padnet_dist.pipeline.driver import interrupt_on_sigterm
+from padnet_dist.pipeline.driver import OpenRun, interrupt_on_sigterm, open_run
+from padnet_dist.pipeline.lease import LeaseHeld, read_lease
 from padnet_dist.pipeline.state import load_state
 from padnet_dist.storage import join_url, storage_for
+from padnet_dist.sweep.detach import absolute_run_dir, check_not_driven, detach, driven_elsewhere_error, sweep_argv
 from padnet_dist.sweep.paper import TABLES, table_name
 from padnet_dist.sweep.plan import SweepRun, final_metrics, plan_runs, recorded_phase1_from, share_phase1
 from padnet_dist.sweep.rows import Row, rows_of, table_rows
@@ -49,21 +51,55 @@ def run_sweep(
     backend: str,
     num_seeds: int,
     parallel: int | None,
+    detached: bool = False,
 ) -> int:
+    """Drive the sweep here to its end (0; 1 when a run did not finish), or with ``detached`` submit its driver as a
+    job on the backend and return 0."""
     cfg = load_config(config_files, overrides)  # the base config: a mistake is reported before anything starts
     backend = backend or cfg.pipeline.backend
+    if backend == "ray":
+        overrides = absolute_run_dir(overrides, cfg.run.dir)
+        cfg = load_config(config_files, overrides)
     rows = select_rows(table, row_files)
     seeds = [cfg.data.seed + i for i in range(num_seeds)]
     runs = plan_runs(rows, seeds=seeds, base_configs=config_files, overrides=overrides, sweep_dir=cfg.run.dir)
     runs = _shared(runs, storage_for(cfg.run.dir, cfg.storage))
+    if detached:
+        argv = sweep_argv(table=table, row_files=row_files, config_files=config_files, overrides=overrides,
+                          backend=backend, num_seeds=num_seeds, parallel=parallel)  # fmt: skip
+        return detach(runs, argv=argv, config_files=config_files, overrides=overrides, backend=backend)
+    return drive_sweep(rows, runs, cfg, backend, parallel)
+
+
+def drive_sweep(rows: list[Row], runs: list[SweepRun], cfg: Config, backend: str, parallel: int | None) -> int:
+    """Every run to its end from this process, the tables rewritten as each ends; 1 when a run did not finish."""
+    check_not_driven(runs, cfg.run.dir, cfg.storage)
     if parallel is None:
         parallel = 1 if backend == "local" else 0
+    num_seeds = len({r.seed for r in runs})
     log(f"{len(runs)} runs ({len({r.preset for r in runs})} presets x {num_seeds} seeds) in {cfg.run.dir} "
         f"on the {backend} backend, {'all' if parallel <= 0 else parallel} at a time; "
         f"{sum(not r.phase1_from for r in runs)} train phase 1, the others share one")  # fmt: skip
+
+    def open_or_refuse(run: SweepRun) -> OpenRun:
+        try:
+            opened = open_run(run.config_files, run.overrides, backend)
+        except LeaseHeld:  # taken since check_not_driven: say which run, in one line
+            held = read_lease(run.run_dir, cfg.storage) or {}
+            raise driven_elsewhere_error(run, held, cfg.run.dir) from None
+        opened.coordinator.label = run.name  # one log for every run: each line says whose
+        return opened
+
+    def rewrite_tables(_run: SweepRun, _code: int) -> None:
+        try:
+            write_tables(rows, runs, cfg.run.dir, cfg.storage)
+        except Exception as e:  # noqa: BLE001 - a storage hiccup must not stop the runs; the end rewrites them
+            log(f"tables not rewritten ({e}); they are written again as the next run ends")
+
     previous = signal.signal(signal.SIGTERM, interrupt_on_sigterm)  # SIGTERM as Ctrl-C: local jobs commit first
     try:
-        codes = drive_runs(runs, backend=backend, parallel=parallel, poll_every_s=cfg.pipeline.poll_every_s)
+        codes = drive_runs(runs, backend=backend, parallel=parallel, poll_every_s=cfg.pipeline.poll_every_s,
+                           opener=open_or_refuse, on_end=rewrite_tables)  # fmt: skip
     finally:
         signal.signal(signal.SIGTERM, previous)
     written = write_tables(rows, runs, cfg.run.dir, cfg.storage)
