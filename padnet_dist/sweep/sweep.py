@@ -18,7 +18,7 @@ from padnet_dist.pipeline.lease import LeaseHeld, read_lease
 from padnet_dist.pipeline.state import load_state
 from padnet_dist.storage import join_url, storage_for
 from padnet_dist.sweep.detach import absolute_run_dir, check_not_driven, detach, driven_elsewhere_error, sweep_argv
-from padnet_dist.sweep.paper import TABLES, table_name
+from padnet_dist.sweep.paper import REPORTED, TABLES, table_name
 from padnet_dist.sweep.plan import SweepRun, final_metrics, plan_runs, recorded_phase1_from, share_phase1
 from padnet_dist.sweep.rows import Row, rows_of, table_rows
 from padnet_dist.sweep.runner import drive_runs, log
@@ -40,6 +40,13 @@ def select_rows(table: str | None, row_files: list[str]) -> list[Row]:
     if not ABLATIONS.is_dir():
         raise UserError(f"no {ABLATIONS}/ here: run from the padnet-dist repository root, or pass --rows")
     return table_rows(ABLATIONS, name)
+
+
+def in_paper_order(rows: list[Row], table: str) -> list[Row]:
+    """The rows of ``table`` in the order the paper prints them (rows it has no number for last, as given)."""
+    order = list(REPORTED.get(table, ()))
+    of_table = [row for row in rows if row.table == table]
+    return sorted(of_table, key=lambda r: order.index(r.row) if r.row in order else len(order))
 
 
 def run_sweep(
@@ -142,7 +149,7 @@ def write_tables(rows: list[Row], runs: list[SweepRun], sweep_dir: str, storage_
     results = collect(runs, storage)
     written, sections = [], []
     for table in TABLES:
-        of_table = [(row, results.get(row.run_name, [])) for row in rows if row.table == table]
+        of_table = [(row, results.get(row.run_name, [])) for row in in_paper_order(rows, table)]
         if not of_table:
             continue
         stem = table.lower().replace(" ", "")

@@ -84,3 +84,13 @@ def test_overrides_after_rows_are_overrides() -> None:
         ["a.yaml", "b.yml"],
         ["run.dir=x", "data.seed=3"],
     )
+
+
+def test_a_tables_lines_follow_the_paper_whatever_order_the_rows_were_given_in() -> None:
+    from padnet_dist.sweep.sweep import in_paper_order
+
+    given = [Path("configs/ablations") / f"{stem}.yaml" for stem in ("t2_c_sp", "t1t2_c_de_sp", "t2_frontend_sp",
+                                                                      "t1t2_frontend_de_sp", "t2_a_sp", "t2_b_sp")]  # fmt: skip
+    rows = in_paper_order(rows_of([REPO_ROOT / p for p in given]), "Table 2")
+    assert [r.preset.stem for r in rows] == ["t2_frontend_sp", "t1t2_frontend_de_sp", "t2_a_sp", "t2_b_sp", "t2_c_sp",
+                                             "t1t2_c_de_sp"]  # fmt: skip
