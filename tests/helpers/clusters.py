@@ -122,7 +122,10 @@ class LocalRayCluster:
     def add_worker_node(self) -> subprocess.Popen:
         """One more worker node (a second raylet on this host); returns once Ray lists it alive."""
         before = set(self.alive_worker_node_ids())
-        node = self._start(f"worker{len(self.worker_nodes)}", "--address", self.gcs_address)
+        # its own agent port, as every node of a real cluster serves its jobs' logs: with the default one, taken on
+        # this shared host, the head could not read the log of a job whose driver ran on this node
+        node = self._start(f"worker{len(self.worker_nodes)}", "--address", self.gcs_address,
+                           "--dashboard-agent-listen-port", str(free_port()))  # fmt: skip
         self.worker_nodes.append(node)
         started = time.monotonic()
         while not set(self.alive_worker_node_ids()) - before:
